@@ -1,0 +1,1 @@
+//! Shared workloads and peer adapters for the kalloc benchmarks.

@@ -1,0 +1,2 @@
+//! The reference model and adapters that drive every kalloc allocator through
+//! the same operation sequences.
