@@ -1,0 +1,3 @@
+//! `kalloc-bench`: the side-by-side allocator benchmark.
+
+fn main() {}
