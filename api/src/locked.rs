@@ -119,3 +119,82 @@ impl<T: FrameAllocator> FrameAllocator for &Locked<T> {
         self.lock().total_frames()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    /// Frames 0..4, one at a time; enough to see the wrapper forward and lock.
+    struct FourFrames(u8);
+
+    impl FrameAllocator for FourFrames {
+        fn allocate(&mut self, count: usize, _: usize) -> Result<FrameRange, AllocError> {
+            if count != 1 {
+                return Err(AllocError::OutOfMemory);
+            }
+            let free = (!self.0 & 0xf).trailing_zeros();
+            if free >= 4 {
+                return Err(AllocError::OutOfMemory);
+            }
+            self.0 |= 1 << free;
+            Ok(FrameRange::new(Frame::from_number(free.into()), 1))
+        }
+        fn deallocate(&mut self, range: FrameRange) -> Result<(), FreeError> {
+            let bit = 1u8 << range.start().number();
+            if self.0 & bit == 0 {
+                return Err(FreeError::DoubleFree);
+            }
+            self.0 &= !bit;
+            Ok(())
+        }
+        fn free_frames(&self) -> usize {
+            4 - self.0.count_ones() as usize
+        }
+        fn total_frames(&self) -> usize {
+            4
+        }
+    }
+
+    #[test]
+    fn shared_reference_allocates_under_the_lock() {
+        let locked = Locked::new(FourFrames(0));
+        let mut a = &locked;
+        let mut b = &locked;
+        let first = a.allocate_frame().unwrap();
+        let second = b.allocate_frame().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(locked.free_frames(), 2);
+        assert_eq!(a.used_frames(), 2);
+        b.deallocate_frame(first).unwrap();
+        assert_eq!(a.deallocate_frame(first), Err(FreeError::DoubleFree));
+        assert_eq!(locked.into_inner().free_frames(), 3);
+    }
+
+    #[test]
+    fn owned_wrapper_forwards_without_locking() {
+        let mut locked = Locked::new(FourFrames(0));
+        let _guard_free = locked.allocate(1, 1).unwrap();
+        assert_eq!(locked.get_mut().free_frames(), 3);
+        assert_eq!(locked.allocate(2, 1), Err(AllocError::OutOfMemory));
+    }
+
+    #[test]
+    fn threads_share_one_locked_allocator() {
+        extern crate std;
+        let locked = Locked::new(FourFrames(0));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let mut frames = &locked;
+                    for _ in 0..1000 {
+                        if let Ok(frame) = frames.allocate_frame() {
+                            frames.deallocate_frame(frame).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(locked.free_frames(), 4);
+    }
+}

@@ -186,3 +186,130 @@ unsafe impl<A: FrameAllocator + Copy> PageSource for OffsetPages<A> {
         frames.deallocate(FrameRange::new(frame, count as u64))
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::Locked;
+    use std::alloc::{Layout, alloc, dealloc};
+
+    /// A frame allocator over real host memory, so the pages can be written.
+    struct HostFrames {
+        base: u64,
+        used: [bool; 8],
+    }
+
+    impl FrameAllocator for HostFrames {
+        fn allocate(&mut self, count: usize, align: usize) -> Result<FrameRange, AllocError> {
+            if count == 0 {
+                return Err(AllocError::ZeroSize);
+            }
+            let first = self.base / FRAME_SIZE;
+            let start = (0..=8 - count)
+                .find(|i| {
+                    (first + *i as u64) % align as u64 == 0
+                        && self.used[*i..*i + count].iter().all(|u| !u)
+                })
+                .ok_or(AllocError::OutOfMemory)?;
+            self.used[start..start + count].fill(true);
+            Ok(FrameRange::new(
+                Frame::from_number(first + start as u64),
+                count as u64,
+            ))
+        }
+        fn deallocate(&mut self, range: FrameRange) -> Result<(), FreeError> {
+            let index = range
+                .start()
+                .number()
+                .checked_sub(self.base / FRAME_SIZE)
+                .ok_or(FreeError::NotOwned)? as usize;
+            let slots = self
+                .used
+                .get_mut(index..index + range.count() as usize)
+                .ok_or(FreeError::OutOfRange)?;
+            if slots.iter().any(|u| !u) {
+                return Err(FreeError::DoubleFree);
+            }
+            slots.fill(false);
+            Ok(())
+        }
+        fn free_frames(&self) -> usize {
+            self.used.iter().filter(|u| !**u).count()
+        }
+        fn total_frames(&self) -> usize {
+            8
+        }
+    }
+
+    const ARENA: Layout = match Layout::from_size_align(8 * PAGE_SIZE, 8 * PAGE_SIZE) {
+        Ok(layout) => layout,
+        Err(_) => panic!("arena layout"),
+    };
+
+    #[test]
+    fn identity_pages_are_writable_aligned_and_returned() {
+        // SAFETY: ARENA has a non-zero size.
+        let arena = unsafe { alloc(ARENA) };
+        assert!(!arena.is_null());
+        // Expose the arena's provenance so pages rebuilt from frame numbers may use it.
+        let base = arena.expose_provenance() as u64;
+        let frames = Locked::new(HostFrames {
+            base,
+            used: [false; 8],
+        });
+        // SAFETY: the frames are the pages of `arena`, mapped at their address.
+        let pages = unsafe { OffsetPages::identity(&frames) };
+        let two = pages.allocate_pages(2, 2).unwrap();
+        assert_eq!(two.as_ptr() as usize % (2 * PAGE_SIZE), 0);
+        // SAFETY: the two pages are ours until deallocated.
+        unsafe { two.as_ptr().write_bytes(0xa5, 2 * PAGE_SIZE) };
+        assert_eq!(frames.free_frames(), 6);
+        // SAFETY: `two` came from `pages` with count 2.
+        unsafe { pages.deallocate_pages(two, 2) }.unwrap();
+        // SAFETY: as above; the second call must be refused, not corrupt anything.
+        assert_eq!(
+            unsafe { pages.deallocate_pages(two, 2) },
+            Err(FreeError::DoubleFree)
+        );
+        assert_eq!(frames.free_frames(), 8);
+        // SAFETY: allocated above with ARENA, and no page is in use.
+        unsafe { dealloc(arena, ARENA) };
+    }
+
+    #[test]
+    fn offset_that_breaks_alignment_is_refused() {
+        let frames = Locked::new(HostFrames {
+            base: 0,
+            used: [false; 8],
+        });
+        // SAFETY: no page is ever dereferenced in this test.
+        let pages = unsafe { OffsetPages::new(&frames, PAGE_SIZE) };
+        assert_eq!(pages.allocate_pages(1, 2), Err(AllocError::BadAlignment));
+        assert_eq!(pages.allocate_pages(1, 3), Err(AllocError::BadAlignment));
+        assert_eq!(frames.free_frames(), 8);
+    }
+
+    #[test]
+    fn foreign_or_misaligned_pages_are_refused() {
+        let frames = Locked::new(HostFrames {
+            base: 0x10_0000,
+            used: [false; 8],
+        });
+        // SAFETY: no page is ever dereferenced in this test.
+        let pages = unsafe { OffsetPages::new(&frames, 0x1000_0000) };
+        let below = NonNull::new(0x1000 as *mut u8).unwrap();
+        // SAFETY: the source only does arithmetic on the pointer.
+        assert_eq!(
+            unsafe { pages.deallocate_pages(below, 1) },
+            Err(FreeError::NotOwned)
+        );
+        let odd = NonNull::new((0x1010_0000 + 8) as *mut u8).unwrap();
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { pages.deallocate_pages(odd, 1) },
+            Err(FreeError::Misaligned)
+        );
+    }
+}

@@ -94,3 +94,34 @@ impl Stats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_survives_frees_and_utilisation_is_exact() {
+        let mut stats = Stats {
+            bytes_held: 1000,
+            ..Stats::ZERO
+        };
+        stats.record_allocation(600);
+        stats.record_deallocation(100);
+        stats.record_failure();
+        assert_eq!(stats.bytes_in_use, 500);
+        assert_eq!(stats.peak_bytes_in_use, 600);
+        assert_eq!(stats.utilization_permille(), 500);
+        assert_eq!(
+            (
+                stats.allocations,
+                stats.deallocations,
+                stats.failed_allocations
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(Stats::ZERO.utilization_permille(), 1000);
+        let twice = stats.merged(stats);
+        assert_eq!(twice.bytes_held, 2000);
+        assert_eq!(twice.utilization_permille(), 500);
+    }
+}
