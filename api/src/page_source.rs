@@ -269,10 +269,8 @@ mod tests {
         // SAFETY: `two` came from `pages` with count 2.
         unsafe { pages.deallocate_pages(two, 2) }.unwrap();
         // SAFETY: as above; the second call must be refused, not corrupt anything.
-        assert_eq!(
-            unsafe { pages.deallocate_pages(two, 2) },
-            Err(FreeError::DoubleFree)
-        );
+        let again = unsafe { pages.deallocate_pages(two, 2) };
+        assert_eq!(again, Err(FreeError::DoubleFree));
         assert_eq!(frames.free_frames(), 8);
         // SAFETY: allocated above with ARENA, and no page is in use.
         unsafe { dealloc(arena, ARENA) };
@@ -301,15 +299,11 @@ mod tests {
         let pages = unsafe { OffsetPages::new(&frames, 0x1000_0000) };
         let below = NonNull::new(0x1000 as *mut u8).unwrap();
         // SAFETY: the source only does arithmetic on the pointer.
-        assert_eq!(
-            unsafe { pages.deallocate_pages(below, 1) },
-            Err(FreeError::NotOwned)
-        );
+        let foreign = unsafe { pages.deallocate_pages(below, 1) };
+        assert_eq!(foreign, Err(FreeError::NotOwned));
         let odd = NonNull::new((0x1010_0000 + 8) as *mut u8).unwrap();
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { pages.deallocate_pages(odd, 1) },
-            Err(FreeError::Misaligned)
-        );
+        let misaligned = unsafe { pages.deallocate_pages(odd, 1) };
+        assert_eq!(misaligned, Err(FreeError::Misaligned));
     }
 }
