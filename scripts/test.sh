@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 BARE_METAL_TARGETS=(x86_64-unknown-none riscv64gc-unknown-none-elf)
 LIBRARY_CRATES=(kalloc-api kalloc-bump kalloc-bitmap-frame kalloc-buddy kalloc-slab kalloc-heap)
 MIRI_CRATES=(kalloc-buddy)
-ALL_STAGES=(setup fmt clippy test bare-metal doc loom miri)
+ALL_STAGES=(setup fmt clippy test bare-metal doc loom miri fuzz)
 
 stage_setup() {
     rustup component add rustfmt clippy

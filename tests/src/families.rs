@@ -1,0 +1,98 @@
+//! Each allocator family as the property tests and fuzz targets see it: how
+//! its sequences are scaled, which operations they favour, and the function
+//! that builds a fresh allocator and runs a sequence on it.
+
+use crate::adapters::FrameAdapter;
+use crate::driver::{Divergence, Summary, run};
+use crate::op::{Mix, Op, Profile, RawOp};
+use crate::reference::{Bug, GridFrames};
+
+/// One allocator family.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    /// Names the family in messages, test seeds and fuzz targets.
+    pub name: &'static str,
+    /// How raw operations become sizes.
+    pub profile: Profile,
+    /// Which operations, how often (proptest; the fuzzer picks freely).
+    pub mix: Mix,
+    /// Builds a fresh allocator, runs the sequence, checks the hand-back.
+    pub run: fn(&[Op]) -> Result<Summary, Divergence>,
+}
+
+impl Family {
+    /// Runs raw operations from a fuzzer.
+    ///
+    /// # Panics
+    /// On a divergence, so libFuzzer records the input as a crash.
+    pub fn fuzz(&self, raw: &[RawOp]) {
+        if let Err(divergence) = (self.run)(&self.profile.scale_all(raw)) {
+            panic!(
+                "{}: allocator diverged from the model at {divergence}",
+                self.name
+            );
+        }
+    }
+
+    /// A property-test plan of `cases` sequences of `len` operations.
+    #[cfg(feature = "proptest")]
+    pub fn plan(&self, cases: u32, len: core::ops::RangeInclusive<usize>) -> crate::Plan {
+        crate::Plan {
+            name: self.name,
+            cases,
+            len,
+            profile: self.profile,
+            mix: self.mix,
+        }
+    }
+}
+
+/// Frames the reference allocator manages.
+const REFERENCE_FRAMES: usize = 256;
+
+/// The harness's own reference allocator with `bug` switched in.
+pub fn run_reference(ops: &[Op], bug: Bug) -> Result<Summary, Divergence> {
+    let grid = GridFrames::new(0x100, REFERENCE_FRAMES, bug);
+    let span = grid.span();
+    run(&mut FrameAdapter::new(grid, vec![span]).exhaustive(), ops)
+}
+
+/// The reference frame allocator (correct): the harness testing itself.
+pub const REFERENCE: Family = Family {
+    name: "reference",
+    profile: Profile::FRAMES,
+    mix: Mix::CHURN,
+    run: |ops| run_reference(ops, Bug::None),
+};
+
+/// `kalloc-buddy`'s frame allocator.
+pub const BUDDY_FRAMES: Family = Family {
+    name: "buddy-frames",
+    profile: Profile::FRAMES,
+    mix: Mix::CHURN,
+    run: crate::adapters::buddy::run_buddy_frames,
+};
+
+/// `kalloc-buddy`'s per-CPU front (single frames).
+pub const PER_CPU_BUDDY: Family = Family {
+    name: "per-cpu-buddy",
+    profile: Profile::SINGLE_FRAMES,
+    mix: Mix::CHURN,
+    run: crate::adapters::buddy::run_per_cpu_buddy,
+};
+
+/// `kalloc-buddy`'s byte heap, through its checked API.
+pub const BUDDY_HEAP: Family = Family {
+    name: "buddy-heap",
+    profile: Profile::HEAP,
+    mix: Mix::CHURN,
+    run: crate::adapters::buddy::run_buddy_heap,
+};
+
+/// `kalloc-buddy`'s locked heap, through `GlobalAlloc` (reallocation included).
+pub const LOCKED_BUDDY_HEAP: Family = Family {
+    name: "locked-buddy-heap",
+    profile: Profile::HEAP,
+    mix: Mix::CHURN,
+    run: crate::adapters::buddy::run_locked_buddy_heap,
+};
