@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 BARE_METAL_TARGETS=(x86_64-unknown-none riscv64gc-unknown-none-elf)
 LIBRARY_CRATES=(kalloc-api kalloc-bump kalloc-bitmap-frame kalloc-buddy kalloc-slab kalloc-heap)
-MIRI_CRATES=(kalloc-buddy)
+MIRI_CRATES=(kalloc-bump kalloc-buddy)
 ALL_STAGES=(setup fmt clippy test bare-metal doc loom miri fuzz)
 
 stage_setup() {
@@ -59,7 +59,7 @@ stage_loom() {
 }
 
 ensure_nightly_miri() {
-    rustup toolchain install nightly --profile minimal --component miri rust-src
+    rustup toolchain install nightly --profile minimal --component miri,rust-src
     cargo +nightly miri setup
 }
 
@@ -112,10 +112,15 @@ for name in "${stages[@]}"; do
     echo
     echo "== stage: $name =="
     started=$SECONDS
-    if "$fn"; then
+    # A subshell outside any `if`, so `set -e` holds inside the stage too.
+    set +e
+    ( set -euo pipefail; "$fn" )
+    status=$?
+    set -e
+    if [[ $status -eq 0 ]]; then
         summary+=("ok    $name ($((SECONDS - started)) s)")
     else
-        summary+=("FAIL  $name ($((SECONDS - started)) s)")
+        summary+=("FAIL  $name ($((SECONDS - started)) s, exit $status)")
         exit 1
     fi
 done
