@@ -1,0 +1,213 @@
+//! Magazines (Bonwick 2001): small stacks of free object pointers, the
+//! per-CPU caching unit, and the depot that trades full ones between CPUs.
+
+use core::ptr::NonNull;
+
+use kalloc_api::{AllocError, PageSource};
+
+use crate::cache::SlabCache;
+
+/// Object pointers one magazine holds (4 under loom, so models reach the
+/// depot paths in a few steps).
+pub const MAGAZINE_ROUNDS: usize = if cfg!(loom) { 4 } else { 32 };
+/// Full magazines the depot holds; further overflow goes back to the slabs
+/// (1 under loom).
+pub const DEPOT_MAGAZINES: usize = if cfg!(loom) { 1 } else { 8 };
+/// Objects a CPU takes straight from the slabs when neither its magazines
+/// nor the depot have any: half a magazine, so the next frees find room.
+pub(crate) const REFILL_ROUNDS: usize = MAGAZINE_ROUNDS / 2;
+
+/// A stack of up to [`MAGAZINE_ROUNDS`] free objects.
+///
+/// `objects[1..=rounds]` hold the stack and `objects[0]` a sentinel that is
+/// never a real object, so the top can be read without testing for an empty
+/// magazine (the immediate double-free check on every free).
+#[derive(Clone, Copy)]
+pub(crate) struct Magazine {
+    rounds: usize,
+    objects: [NonNull<u8>; MAGAZINE_ROUNDS + 1],
+}
+
+// SAFETY: the pointers are free objects the magazine's owner (a CPU slot or
+// the depot, each behind a lock) holds exclusively.
+unsafe impl Send for Magazine {}
+
+impl Magazine {
+    pub(crate) const EMPTY: Self = Self {
+        rounds: 0,
+        objects: [NonNull::dangling(); MAGAZINE_ROUNDS + 1],
+    };
+
+    /// Objects held.
+    #[inline]
+    pub(crate) const fn rounds(&self) -> usize {
+        self.rounds
+    }
+
+    #[inline]
+    pub(crate) const fn is_full(&self) -> bool {
+        self.rounds >= MAGAZINE_ROUNDS
+    }
+
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<NonNull<u8>> {
+        let top = self.rounds;
+        if top == 0 {
+            return None;
+        }
+        debug_assert!(top <= MAGAZINE_ROUNDS);
+        // SAFETY: `rounds` never exceeds MAGAZINE_ROUNDS (only `push` raises
+        // it, after checking), so `top` indexes the array.
+        let object = unsafe { *self.objects.get_unchecked(top) };
+        self.rounds = top - 1;
+        Some(object)
+    }
+
+    /// The object `pop` would return next, or the sentinel when empty.
+    #[inline]
+    pub(crate) fn top(&self) -> NonNull<u8> {
+        debug_assert!(self.rounds <= MAGAZINE_ROUNDS);
+        // SAFETY: as in `pop`; index 0 is the sentinel.
+        unsafe { *self.objects.get_unchecked(self.rounds) }
+    }
+
+    /// Pushes `object`; gives it back when the magazine is full.
+    #[inline]
+    pub(crate) fn push(&mut self, object: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        if self.rounds >= MAGAZINE_ROUNDS {
+            return Err(object);
+        }
+        self.rounds += 1;
+        // SAFETY: `rounds` is at most MAGAZINE_ROUNDS after the check above.
+        unsafe { *self.objects.get_unchecked_mut(self.rounds) = object };
+        Ok(())
+    }
+}
+
+/// One CPU's pair of magazines: allocations pop from and frees push to the
+/// loaded one; the previous one is swapped in when the loaded one runs empty
+/// (or full), so a CPU alternating around a boundary never touches the depot.
+pub(crate) struct CpuMagazines {
+    pub(crate) loaded: Magazine,
+    pub(crate) previous: Magazine,
+}
+
+impl CpuMagazines {
+    pub(crate) const EMPTY: Self = Self {
+        loaded: Magazine::EMPTY,
+        previous: Magazine::EMPTY,
+    };
+
+    /// Exchanges loaded and previous (a copy on the slow path keeps the fast
+    /// path free of index arithmetic).
+    #[inline]
+    pub(crate) fn swap(&mut self) {
+        core::mem::swap(&mut self.loaded, &mut self.previous);
+    }
+
+    /// Both magazines, for flushing and counting.
+    pub(crate) fn both(&mut self) -> [&mut Magazine; 2] {
+        [&mut self.loaded, &mut self.previous]
+    }
+}
+
+/// The shared layer under the CPUs: a bounded stock of full magazines and the
+/// slab cache they are filled from and flushed to. Always behind one lock,
+/// taken after a CPU's own lock, never before.
+pub(crate) struct Depot {
+    pub(crate) cache: SlabCache,
+    full: [Magazine; DEPOT_MAGAZINES],
+    full_count: usize,
+}
+
+impl Depot {
+    pub(crate) const fn new(cache: SlabCache) -> Self {
+        Self {
+            cache,
+            full: [Magazine::EMPTY; DEPOT_MAGAZINES],
+            full_count: 0,
+        }
+    }
+
+    /// Objects held in the depot's magazines.
+    pub(crate) fn cached(&self) -> usize {
+        self.full[..self.full_count]
+            .iter()
+            .map(Magazine::rounds)
+            .sum()
+    }
+
+    /// Swaps the empty `magazine` for a full one; `false` if none is stocked.
+    pub(crate) fn exchange_empty(&mut self, magazine: &mut Magazine) -> bool {
+        let Some(last) = self.full_count.checked_sub(1) else {
+            return false;
+        };
+        *magazine = self.full[last];
+        self.full_count = last;
+        true
+    }
+
+    /// Stocks the full `magazine`, leaving it empty; `false` if the depot is full.
+    pub(crate) fn exchange_full(&mut self, magazine: &mut Magazine) -> bool {
+        let Some(slot) = self.full.get_mut(self.full_count) else {
+            return false;
+        };
+        *slot = *magazine;
+        magazine.rounds = 0;
+        self.full_count += 1;
+        true
+    }
+
+    /// Fills `magazine` with up to `rounds` objects from the slabs.
+    ///
+    /// # Errors
+    /// The slab layer's error when not even one object could be had.
+    pub(crate) fn fill<P: PageSource + ?Sized>(
+        &mut self,
+        magazine: &mut Magazine,
+        rounds: usize,
+        pages: &P,
+    ) -> Result<(), AllocError> {
+        while magazine.rounds() < rounds {
+            match self.cache.take(pages) {
+                Ok(object) => {
+                    // Cannot fail: `rounds` is at most a magazine.
+                    let _ = magazine.push(object);
+                }
+                Err(error) if magazine.rounds() == 0 => return Err(error),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns up to `count` objects from `magazine` to the slabs. A pointer
+    /// the slabs refuse (a wrong address freed into the front, or a double
+    /// free the magazines could not see) is reported, not returned.
+    pub(crate) fn flush<P: PageSource + ?Sized>(
+        &mut self,
+        magazine: &mut Magazine,
+        count: usize,
+        pages: &P,
+    ) {
+        for _ in 0..count {
+            let Some(object) = magazine.pop() else {
+                return;
+            };
+            // SAFETY: every magazine entry was given to the front's
+            // `deallocate`, whose contract matches `SlabCache::deallocate`'s.
+            if let Err(error) = unsafe { self.cache.put(object, pages) } {
+                self.cache.report(error, object.as_ptr());
+            }
+        }
+    }
+
+    /// Returns every object in the depot's magazines to the slabs.
+    pub(crate) fn flush_stock<P: PageSource + ?Sized>(&mut self, pages: &P) {
+        while let Some(last) = self.full_count.checked_sub(1) {
+            let mut magazine = self.full[last];
+            self.full_count = last;
+            self.flush(&mut magazine, MAGAZINE_ROUNDS, pages);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! `PerCpuCache`: a slab cache shared by CPUs through per-CPU magazines.
+//!
+//! Each CPU owns a loaded and a previous [magazine](crate::MAGAZINE_ROUNDS)
+//! behind its own lock, which nothing but that CPU takes in a kernel that
+//! runs each CPU's calls on that CPU: the fast path is an uncontended lock, a
+//! pop or push and an unlock. When the loaded magazine runs empty (full), the
+//! previous one is swapped in if it has objects (room); otherwise the CPU
+//! takes the depot lock and trades its empty (full) magazine for a full
+//! (empty) one. The depot holds at most [`DEPOT_MAGAZINES`](crate::DEPOT_MAGAZINES)
+//! full magazines; beyond that, and when it has none, objects go to and come
+//! from the [`SlabCache`] under the same lock. Locks are taken CPU first,
+//! depot second, and CPU locks in index order, so no cycle can form.
+//!
+//! An object freed on another CPU than the one that allocated it simply goes
+//! into the freeing CPU's magazine. A thread that migrates mid-call uses
+//! another CPU's magazines under that CPU's lock: correct, only slower.
+//!
+//! Memory held in magazines is bounded by
+//! `(2 * CPUS + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS` objects;
+//! [`shrink`](PerCpuCache::shrink) flushes it all back.
+
+use core::ptr::NonNull;
+
+use kalloc_api::sync::Mutex;
+use kalloc_api::{AllocError, CpuId, FreeError, PageSource};
+
+use crate::cache::{SlabCache, handout_checks};
+use crate::checks;
+use crate::config::SlabConfig;
+use crate::magazine::{CpuMagazines, Depot, MAGAZINE_ROUNDS, REFILL_ROUNDS};
+use crate::slab::SlabFormat;
+use crate::stats::CacheStats;
+
+/// One CPU's magazines on a cache line of their own.
+#[repr(align(64))]
+struct CpuSlot(Mutex<CpuMagazines>);
+
+/// A slab cache behind per-CPU magazines, `&self` throughout, for `CPUS`
+/// CPUs whose index `C` reports. A CPU index at or above `CPUS` still works,
+/// through the depot lock.
+///
+/// Without per-object [`Hardening`](crate::Hardening) checks the magazine fast
+/// path checks only the immediate double free (the object on top of the
+/// loaded magazine); other bad pointers are caught when a magazine is flushed
+/// to the slabs and reported through the corruption handler. With the
+/// per-object checks on, every free is checked as
+/// [`SlabCache::deallocate`] checks it.
+///
+/// ```
+/// # #[cfg(feature = "std")] {
+/// use kalloc_slab::{HostPages, PerCpuCache, SlabConfig};
+///
+/// fn cpu() -> usize { 0 }
+/// let pages = HostPages::new();
+/// let cache: PerCpuCache<fn() -> usize, 4> =
+///     PerCpuCache::new(SlabConfig::new(48, 8), cpu as fn() -> usize).unwrap();
+/// let object = cache.allocate(&pages).unwrap();
+/// // SAFETY: `object` came from this cache.
+/// unsafe { cache.deallocate(object, &pages) }.unwrap();
+/// assert_eq!(cache.stats().objects_in_use, 0);
+/// cache.shrink(&pages);
+/// assert_eq!(pages.pages_out(), 0);
+/// # }
+/// ```
+pub struct PerCpuCache<C: CpuId, const CPUS: usize> {
+    cpus: [CpuSlot; CPUS],
+    depot: Mutex<Depot>,
+    format: SlabFormat,
+    cpu: C,
+}
+
+impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
+    /// A cache for `config`'s objects, asking `cpu` which CPU runs each call.
+    ///
+    /// # Errors
+    /// As [`SlabCache::new`].
+    #[cfg(not(loom))]
+    pub const fn new(config: SlabConfig, cpu: C) -> Result<Self, AllocError> {
+        let cache = match SlabCache::new(config) {
+            Ok(cache) => cache,
+            Err(error) => {
+                core::mem::forget(cpu);
+                return Err(error);
+            }
+        };
+        Ok(Self {
+            format: *cache.format(),
+            cpus: [const { CpuSlot(Mutex::new(CpuMagazines::EMPTY)) }; CPUS],
+            depot: Mutex::new(Depot::new(cache)),
+            cpu,
+        })
+    }
+
+    /// A cache for `config`'s objects, asking `cpu` which CPU runs each call.
+    ///
+    /// # Errors
+    /// As [`SlabCache::new`].
+    #[cfg(loom)]
+    pub fn new(config: SlabConfig, cpu: C) -> Result<Self, AllocError> {
+        let cache = SlabCache::new(config)?;
+        Ok(Self {
+            format: *cache.format(),
+            cpus: core::array::from_fn(|_| CpuSlot(Mutex::new(CpuMagazines::EMPTY))),
+            depot: Mutex::new(Depot::new(cache)),
+            cpu,
+        })
+    }
+
+    /// Bytes a caller may use in each object.
+    pub const fn object_size(&self) -> usize {
+        self.format.geometry.object_size
+    }
+
+    /// Allocates one object, from this CPU's magazines when they have one.
+    ///
+    /// # Errors
+    /// As [`SlabCache::allocate`].
+    #[inline]
+    pub fn allocate<P: PageSource + ?Sized>(&self, pages: &P) -> Result<NonNull<u8>, AllocError> {
+        let object = self.pop(pages)?;
+        if self.format.checks_objects() {
+            return self.checked_handout(object, pages);
+        }
+        Ok(object)
+    }
+
+    /// Gives an object back into this CPU's magazines.
+    ///
+    /// # Errors
+    /// [`FreeError::DoubleFree`] when `object` tops the loaded magazine;
+    /// with per-object checks on, every error [`SlabCache::deallocate`]
+    /// reports. Nothing changes then.
+    ///
+    /// # Safety
+    /// As for [`SlabCache::deallocate`]: normally `object` came from
+    /// [`allocate`](Self::allocate) on this cache and the caller no longer
+    /// uses it.
+    #[inline]
+    pub unsafe fn deallocate<P: PageSource + ?Sized>(
+        &self,
+        object: NonNull<u8>,
+        pages: &P,
+    ) -> Result<(), FreeError> {
+        if self.format.checks_objects() {
+            // SAFETY: (caller).
+            return unsafe { self.checked_free(object, pages) };
+        }
+        // SAFETY: (caller).
+        unsafe { self.push(object, pages) }
+    }
+
+    /// Flushes every magazine back to the slabs and gives every empty slab
+    /// back to `pages`; returns the slabs given back.
+    pub fn shrink<P: PageSource + ?Sized>(&self, pages: &P) -> usize {
+        for slot in &self.cpus {
+            let mut magazines = slot.0.lock();
+            let mut depot = self.depot.lock();
+            for magazine in magazines.both() {
+                depot.flush(magazine, MAGAZINE_ROUNDS, pages);
+            }
+        }
+        let mut depot = self.depot.lock();
+        depot.flush_stock(pages);
+        depot.cache.shrink(0, pages)
+    }
+
+    /// A consistent snapshot: every CPU's lock and the depot's are held
+    /// together while counting.
+    pub fn stats(&self) -> CacheStats {
+        let mut cpus: [_; CPUS] = core::array::from_fn(|cpu| self.cpus[cpu].0.lock());
+        let depot = self.depot.lock();
+        let in_magazines: usize = cpus
+            .iter_mut()
+            .flat_map(|magazines| magazines.both().map(|m| m.rounds()))
+            .sum();
+        let cached = in_magazines + depot.cached();
+        let mut stats = depot.cache.stats();
+        stats.objects_in_use -= cached;
+        stats.objects_cached = cached;
+        stats
+    }
+
+    /// An object from this CPU's magazines, refilled when empty.
+    #[inline]
+    fn pop<P: PageSource + ?Sized>(&self, pages: &P) -> Result<NonNull<u8>, AllocError> {
+        let Some(slot) = self.cpus.get(self.cpu.current_cpu()) else {
+            return self.depot.lock().cache.take(pages);
+        };
+        let mut magazines = slot.0.lock();
+        match magazines.loaded.pop() {
+            Some(object) => Ok(object),
+            None => self.refill(&mut magazines, pages),
+        }
+    }
+
+    /// Puts `object` into this CPU's magazines, spilling when full.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[inline]
+    unsafe fn push<P: PageSource + ?Sized>(
+        &self,
+        object: NonNull<u8>,
+        pages: &P,
+    ) -> Result<(), FreeError> {
+        let Some(slot) = self.cpus.get(self.cpu.current_cpu()) else {
+            // SAFETY: (caller of `deallocate`) as for `SlabCache::deallocate`.
+            return unsafe { self.depot.lock().cache.put(object, pages) };
+        };
+        let mut magazines = slot.0.lock();
+        let loaded = &mut magazines.loaded;
+        if loaded.top() == object {
+            return Err(FreeError::DoubleFree);
+        }
+        if let Err(object) = loaded.push(object) {
+            self.spill(&mut magazines, object, pages);
+        }
+        Ok(())
+    }
+
+    /// The loaded magazine is empty: swap in the previous one if it has
+    /// objects, else trade with the depot, else fill from the slabs.
+    #[cold]
+    fn refill<P: PageSource + ?Sized>(
+        &self,
+        magazines: &mut CpuMagazines,
+        pages: &P,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if magazines.previous.rounds() > 0 {
+            magazines.swap();
+        } else {
+            let mut depot = self.depot.lock();
+            let loaded = &mut magazines.loaded;
+            if !depot.exchange_empty(loaded) {
+                depot.fill(loaded, REFILL_ROUNDS, pages)?;
+            }
+        }
+        magazines.loaded.pop().ok_or(AllocError::OutOfMemory)
+    }
+
+    /// The loaded magazine is full: swap in the previous one if it has room,
+    /// else stock the full one in the depot, else return half to the slabs.
+    #[cold]
+    fn spill<P: PageSource + ?Sized>(
+        &self,
+        magazines: &mut CpuMagazines,
+        object: NonNull<u8>,
+        pages: &P,
+    ) {
+        if !magazines.previous.is_full() {
+            magazines.swap();
+        } else {
+            let mut depot = self.depot.lock();
+            let loaded = &mut magazines.loaded;
+            if !depot.exchange_full(loaded) {
+                depot.flush(loaded, MAGAZINE_ROUNDS / 2, pages);
+            }
+        }
+        // Cannot fail: room was made above.
+        let _ = magazines.loaded.push(object);
+    }
+
+    /// Allocation with per-object checks; failing objects are quarantined
+    /// and reported, and another is tried.
+    #[cold]
+    fn checked_handout<P: PageSource + ?Sized>(
+        &self,
+        mut object: NonNull<u8>,
+        pages: &P,
+    ) -> Result<NonNull<u8>, AllocError> {
+        loop {
+            // SAFETY: `object` came off a magazine or slab of this cache and
+            // nobody else holds it.
+            match unsafe { handout_checks(&self.format, object) } {
+                Ok(()) => return Ok(object),
+                Err(error) => {
+                    let mut depot = self.depot.lock();
+                    depot.cache.quarantine_object(object, error);
+                    object = depot.cache.take(pages)?;
+                }
+            }
+        }
+    }
+
+    /// Free with per-object checks.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[cold]
+    unsafe fn checked_free<P: PageSource + ?Sized>(
+        &self,
+        object: NonNull<u8>,
+        pages: &P,
+    ) -> Result<(), FreeError> {
+        // SAFETY: (caller) the header under `object` is readable.
+        let (header, index) = unsafe { self.format.locate(object) }?;
+        // SAFETY: `locate` proved `object` is slot `index` of our live slab
+        // `header`, which stays live while a caller holds the object.
+        unsafe { checks::begin_free(&self.format, header, index, object) }?;
+        // SAFETY: as above; the caller gave the object up.
+        unsafe { checks::poison(&self.format, object) };
+        // SAFETY: (caller).
+        let result = unsafe { self.push(object, pages) };
+        if result.is_err() {
+            // SAFETY: as above; the object stays the caller's.
+            unsafe { checks::undo_free(&self.format, header, index) };
+        }
+        result
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;
