@@ -4,12 +4,12 @@
 # crash, printing the divergence; libFuzzer saves the input under
 # fuzz/artifacts/<target>/ for replay.
 #
-#   fuzz/smoke.sh                 every target, FUZZ_SECONDS (default 8) each
+#   fuzz/smoke.sh                 every target, FUZZ_SECONDS (default 6) each
 #   fuzz/smoke.sh buddy_heap      only the named targets
 set -euo pipefail
 cd "$(dirname "$0")"
 
-seconds="${FUZZ_SECONDS:-8}"
+seconds="${FUZZ_SECONDS:-6}"
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi

@@ -27,6 +27,10 @@ pub struct Rules {
     pub reallocs: bool,
     /// Whether `reserve` is offered.
     pub reserves: bool,
+    /// Whether a reservation may cover live or reserved memory (a boot
+    /// allocator merges them); if not, the driver trims each reservation to
+    /// the free gap at its start.
+    pub reserve_overlaps: bool,
     /// Whether the driver may read and write blocks (`Block::ptr` is set).
     pub writes_contents: bool,
     /// A request for zero bytes.
@@ -50,6 +54,7 @@ impl Rules {
         frees: true,
         reallocs: false,
         reserves: false,
+        reserve_overlaps: false,
         writes_contents: false,
         zero_size: Expect::Fail(&[AllocError::ZeroSize]),
         bad_align: Expect::Fail(&[AllocError::BadAlignment]),
@@ -74,6 +79,7 @@ impl Rules {
         frees: true,
         reallocs: true,
         reserves: false,
+        reserve_overlaps: false,
         writes_contents: true,
         zero_size: Expect::Skip,
         bad_align: Expect::Skip,

@@ -388,15 +388,23 @@ impl<A: ModelAllocator + ?Sized> Driver<'_, A> {
         }
         // Walk to the byte at fraction `at` of the owned memory.
         let mut target = (u128::from(total) * u128::from(at) / 65536) as u64;
+        let unit = self.rules.unit.max(1);
         let (mut start, mut end) = (0, 0);
         for &(s, e) in &owned {
             if target < e - s {
-                (start, end) = (s + target, e);
+                // Whole units: frame allocators reserve whole frames.
+                (start, end) = (s + target / unit * unit, e);
                 break;
             }
             target -= e - s;
         }
+        if !self.rules.reserve_overlaps {
+            end = self.model.free_until(start, end);
+        }
         let len = size.min(end - start);
+        if len == 0 {
+            return self.skip();
+        }
         match self.alloc.reserve(start, len) {
             Ok(()) => {
                 self.model.reserve(start, start + len);

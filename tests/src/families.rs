@@ -96,3 +96,80 @@ pub const LOCKED_BUDDY_HEAP: Family = Family {
     mix: Mix::CHURN,
     run: crate::adapters::buddy::run_locked_buddy_heap,
 };
+
+/// `kalloc-bump`'s boot allocator: allocations and reservations over a
+/// memory map, the hand-over checked frame by frame at the end.
+pub const BOOT_MEMORY: Family = Family {
+    name: "boot-memory",
+    profile: Profile::BOOT,
+    mix: Mix::BOOT,
+    run: crate::adapters::bump::run_boot_memory,
+};
+
+/// `kalloc-bump`'s bump arena through `GlobalAlloc` and `try_allocate`, every
+/// address predicted.
+pub const BUMP_ARENA: Family = Family {
+    name: "bump-arena",
+    profile: Profile::SMALL,
+    mix: Mix::STACK,
+    run: crate::adapters::bump::run_bump_arena,
+};
+
+/// `kalloc-bitmap-frame`'s bitmap allocator, reservations through `mark_used`.
+pub const BITMAP_FRAMES: Family = Family {
+    name: "bitmap-frames",
+    profile: Profile::FRAMES,
+    mix: Mix::CHURN_RESERVING,
+    run: crate::adapters::bitmap::run_bitmap_frames,
+};
+
+/// `kalloc-bitmap-frame`'s lock-free bitmap, one call at a time through
+/// `&self`, the CPU id rotating.
+pub const ATOMIC_BITMAP_FRAMES: Family = Family {
+    name: "atomic-bitmap-frames",
+    profile: Profile::FRAMES,
+    mix: Mix::CHURN_RESERVING,
+    run: crate::adapters::bitmap::run_atomic_bitmap_frames,
+};
+
+/// `kalloc-slab`'s slab cache over a checking page source, with and without
+/// per-object hardening; every page must come back at the end.
+pub const SLAB_CACHE: Family = Family {
+    name: "slab-cache",
+    profile: Profile::OBJECTS,
+    mix: Mix::CHURN,
+    run: crate::adapters::slab::run_slab_cache,
+};
+
+/// `kalloc-slab`'s per-CPU magazine front, objects freed on other CPUs.
+pub const PER_CPU_SLAB: Family = Family {
+    name: "per-cpu-slab",
+    profile: Profile::OBJECTS,
+    mix: Mix::CHURN,
+    run: crate::adapters::slab::run_per_cpu_slab,
+};
+
+/// `kalloc-heap`'s heap through its checked API, over a checking page source.
+pub const HEAP: Family = Family {
+    name: "heap",
+    profile: Profile::HEAP,
+    mix: Mix::CHURN,
+    run: crate::adapters::heap::run_heap,
+};
+
+/// `kalloc-heap`'s locked heap through `GlobalAlloc`, reallocation included.
+pub const LOCKED_HEAP: Family = Family {
+    name: "locked-heap",
+    profile: Profile::HEAP,
+    mix: Mix::CHURN,
+    run: crate::adapters::heap::run_locked_heap,
+};
+
+/// `kalloc-heap`'s per-CPU heap through `GlobalAlloc`, small objects freed on
+/// other CPUs.
+pub const PER_CPU_HEAP: Family = Family {
+    name: "per-cpu-heap",
+    profile: Profile::HEAP,
+    mix: Mix::CHURN,
+    run: crate::adapters::heap::run_per_cpu_heap,
+};

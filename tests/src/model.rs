@@ -129,13 +129,14 @@ impl Model {
         self.live.get(&addr).copied()
     }
 
-    /// The `pick`-th remembered freed block that overlaps nothing live now, so
-    /// freeing it again is a double free any allocator can recognise.
+    /// The `pick`-th remembered freed block that overlaps nothing live or
+    /// reserved now, so freeing it again is a double free any allocator can
+    /// recognise.
     pub fn pick_freed(&self, pick: usize) -> Option<Live> {
         let candidates: Vec<&Live> = self
             .freed
             .iter()
-            .filter(|l| self.first_overlap(l.block.addr, l.block.end()).is_none())
+            .filter(|l| !self.is_taken(l.block.addr, l.block.end()))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -263,6 +264,24 @@ impl Model {
             || self.reserved.iter().any(|&(s, e)| s < end && start < e)
     }
 
+    /// The end of the free gap starting at `start`, at most `limit`: the first
+    /// byte in `[start, limit)` that a live block or reservation covers, or
+    /// `limit`; `start` itself when that byte is taken.
+    pub fn free_until(&self, start: u64, limit: u64) -> u64 {
+        if start >= limit {
+            return start;
+        }
+        let live = self
+            .first_overlap(start, limit)
+            .map_or(limit, |first| first.block.addr.max(start));
+        let reserved = self
+            .reserved
+            .iter()
+            .find(|&&(s, e)| s < limit && start < e)
+            .map_or(limit, |&(s, _)| s.max(start));
+        live.min(reserved)
+    }
+
     /// Checks the allocator's usage figure against the model: `used` bytes in
     /// use by the allocator's own account.
     ///
@@ -361,6 +380,17 @@ mod tests {
         assert!(err.unwrap_err().contains("reservation"));
         assert!(model.is_taken(0x6fff, 0x7001));
         assert!(!model.is_taken(0x4000, 0x6000));
+    }
+
+    #[test]
+    fn free_gaps_end_at_the_first_live_or_reserved_byte() {
+        let mut model = Model::new();
+        model.insert(Block::phys(0x4000, 0x1000), 0x1000, 1, 0x1000);
+        model.reserve(0x6000, 0x7000);
+        assert_eq!(model.free_until(0x1000, 0x9000), 0x4000);
+        assert_eq!(model.free_until(0x4800, 0x9000), 0x4800);
+        assert_eq!(model.free_until(0x5000, 0x9000), 0x6000);
+        assert_eq!(model.free_until(0x7000, 0x8000), 0x8000);
     }
 
     #[test]

@@ -187,6 +187,24 @@ impl Profile {
         min_align_units: 1,
     };
 
+    /// Slab objects: requests up to 64 bytes aligned up to 8, each served by
+    /// one object of the cache's (larger) size.
+    pub const OBJECTS: Self = Self {
+        unit: 1,
+        max_units: 64,
+        max_align_units: 8,
+        min_align_units: 1,
+    };
+
+    /// Boot-time physical requests: 1 byte to 256 KiB, alignment up to 2 MiB
+    /// (a huge page), never dereferenced.
+    pub const BOOT: Self = Self {
+        unit: 1,
+        max_units: 256 << 10,
+        max_align_units: 2 << 20,
+        min_align_units: 1,
+    };
+
     /// A size in units from a selector: log-uniform, so small sizes are common
     /// and every magnitude up to `max_units` appears.
     pub fn size_units(&self, selector: u32) -> u64 {
@@ -290,6 +308,24 @@ impl Mix {
         hostile: 2,
         reserve: 0,
         shrink: 1,
+    };
+
+    /// Frees slightly ahead of allocations, so few blocks are live and the
+    /// most recent one is often the one freed or resized (a bump arena gives
+    /// back only that one).
+    pub const STACK: Self = Self {
+        allocate: 40,
+        free: 44,
+        realloc: 12,
+        hostile: 2,
+        reserve: 0,
+        shrink: 0,
+    };
+
+    /// [`CHURN`](Self::CHURN) with reservations of free memory mixed in.
+    pub const CHURN_RESERVING: Self = Self {
+        reserve: 2,
+        ..Self::CHURN
     };
 
     /// A boot allocator: allocations and reservations, never frees.

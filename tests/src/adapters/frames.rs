@@ -19,6 +19,12 @@ pub struct FrameAdapter<F> {
     buddy_blocks: bool,
     extra_check: Option<Check<F>>,
     shrink: Option<fn(&mut F)>,
+    reserve: Option<Reserve<F>>,
+    /// Frames taken by reservations (used, but not allocated).
+    reserved_frames: usize,
+    /// The whole window the allocator manages, when it is wider than
+    /// `owned` (frames it keeps used): foreign addresses lie outside it.
+    managed: Option<Span>,
 }
 
 impl<F: FrameAllocator> FrameAdapter<F> {
@@ -37,6 +43,9 @@ impl<F: FrameAllocator> FrameAdapter<F> {
             buddy_blocks: false,
             extra_check: None,
             shrink: None,
+            reserve: None,
+            reserved_frames: 0,
+            managed: None,
         }
     }
 
@@ -82,6 +91,31 @@ impl<F: FrameAllocator> FrameAdapter<F> {
         self
     }
 
+    /// Declares that the allocator finds a run wherever a free run of whole
+    /// `chunk_frames`-frame chunks covers it (single frames anywhere): an
+    /// out-of-memory answer while the model sees such a run is a divergence.
+    pub fn chunked(mut self, chunk_frames: u64) -> Self {
+        self.fit = Fit::Chunked { chunk_frames };
+        self
+    }
+
+    /// Offers reservations: `reserve` marks a range used and returns how
+    /// many of its frames were free before. The driver reserves only free
+    /// memory, and the frames reserved do not count as allocated.
+    pub fn with_reserve(mut self, reserve: Reserve<F>) -> Self {
+        self.reserve = Some(reserve);
+        self.rules.reserves = true;
+        self
+    }
+
+    /// Declares the whole window the allocator manages (byte span), wider
+    /// than the memory it was given: frees outside it are foreign, frees of
+    /// never-given frames inside it are not probed.
+    pub fn with_managed(mut self, managed: Span) -> Self {
+        self.managed = Some(managed);
+        self
+    }
+
     /// The allocator.
     pub fn inner(&self) -> &F {
         &self.frames
@@ -98,12 +132,16 @@ impl<F: FrameAllocator> FrameAdapter<F> {
 /// An allocator's own invariant check.
 pub type Check<F> = fn(&F) -> Result<(), String>;
 
+/// Marks a range used; returns how many of its frames were free before.
+pub type Reserve<F> = fn(&mut F, FrameRange) -> Result<usize, AllocError>;
+
 /// When an out-of-memory answer can be proven wrong.
 #[derive(Clone, Copy, Debug)]
 enum Fit {
     None,
     Exhaustive,
     Buddy { max_order: u32 },
+    Chunked { chunk_frames: u64 },
 }
 
 /// Converts a byte count to frames, saturating (a huge request stays huge).
@@ -140,8 +178,20 @@ impl<F: FrameAllocator> ModelAllocator for FrameAdapter<F> {
         }
     }
 
+    fn reserve(&mut self, start: u64, len: u64) -> Result<(), AllocError> {
+        let Some(reserve) = self.reserve else {
+            return Err(AllocError::TableFull);
+        };
+        let range = Self::range_of(&Block::phys(start, len));
+        self.reserved_frames += reserve(&mut self.frames, range)?;
+        Ok(())
+    }
+
     fn used_bytes(&self) -> Option<u64> {
-        let used = self.frames.used_frames().checked_sub(self.baseline_used)?;
+        let used = self
+            .frames
+            .used_frames()
+            .checked_sub(self.baseline_used + self.reserved_frames)?;
         Some(used as u64 * FRAME_SIZE)
     }
 
@@ -171,6 +221,11 @@ impl<F: FrameAllocator> ModelAllocator for FrameAdapter<F> {
                 let block = size.checked_next_power_of_two()?.max(align);
                 (block <= FRAME_SIZE << max_order).then_some((block, block))
             }
+            Fit::Chunked { .. } if size <= FRAME_SIZE && align <= FRAME_SIZE => Some((size, align)),
+            Fit::Chunked { chunk_frames } => {
+                let chunk = chunk_frames * FRAME_SIZE;
+                Some((size.checked_next_multiple_of(chunk)?, align.max(chunk)))
+            }
         }
     }
 
@@ -180,14 +235,35 @@ impl<F: FrameAllocator> ModelAllocator for FrameAdapter<F> {
         self.buddy_blocks && (block.size / FRAME_SIZE).is_power_of_two()
     }
 
+    fn foreign_address(&self, pick: usize) -> u64 {
+        let Some((start, end)) = self.managed else {
+            let owned = self.owned();
+            let end = owned.iter().map(|s| s.1).max().unwrap_or(0);
+            let start = owned.iter().map(|s| s.0).min().unwrap_or(0);
+            return foreign_near(start, end, pick);
+        };
+        foreign_near(start, end, pick)
+    }
+
     fn finish(&mut self, _model: &Model) -> Result<(), String> {
-        let free = self.frames.free_frames();
+        // Reserved frames stay used.
+        let free = self.frames.free_frames() + self.reserved_frames;
         if free != self.free_at_start {
             return Err(format!(
-                "after every frame was freed, {free} frames are free; {} were at the start",
+                "after every frame was freed, {free} frames are free or reserved; {} were free at the start",
                 self.free_at_start
             ));
         }
         Ok(())
+    }
+}
+
+/// An address outside `[start, end)`, chosen by `pick`: just below, just
+/// above, or far above.
+fn foreign_near(start: u64, end: u64, pick: usize) -> u64 {
+    match pick % 3 {
+        0 if start >= FRAME_SIZE => start - FRAME_SIZE,
+        1 => end.saturating_add(FRAME_SIZE * (pick as u64 % 7)),
+        _ => end.saturating_add(1 << 30) & !(FRAME_SIZE - 1),
     }
 }

@@ -1,0 +1,195 @@
+//! `kalloc-heap`: the kernel heap through its checked API, behind one lock
+//! through `GlobalAlloc`, and with per-CPU small classes, over the checking
+//! [`HostPages`] source.
+
+use std::alloc::Layout;
+
+use kalloc_api::sync::{AtomicUsize, Ordering};
+use kalloc_api::{AllocError, FreeError, PAGE_SIZE};
+use kalloc_heap::{Heap, HeapStats, LockedHeap, PerCpuHeap};
+
+use crate::adapter::{Expect, ModelAllocator, Rules};
+use crate::adapters::{GlobalAdapter, HeapHooks};
+use crate::driver::{Divergence, Summary, run};
+use crate::host::HostPages;
+use crate::model::{Block, Model, Span};
+use crate::op::Op;
+
+/// Pages of the page source: 4 MiB, so megabyte requests exhaust it.
+const SOURCE_PAGES: usize = 1024;
+/// Alignment of the page source's arena, in pages.
+const SOURCE_ALIGN_PAGES: usize = 64;
+/// CPUs of the per-CPU heap; the CPU id moves on at every call.
+const CPUS: usize = 3;
+
+type Pages<'p> = &'p HostPages;
+
+fn layout(size: u64, align: u64) -> Result<Layout, AllocError> {
+    let size = usize::try_from(size).map_err(|_| AllocError::Overflow)?;
+    let align = usize::try_from(align).map_err(|_| AllocError::BadAlignment)?;
+    Layout::from_size_align(size, align).map_err(|_| AllocError::Overflow)
+}
+
+/// Checks the heap's figures against the page source: every page it took
+/// is still out, and nothing was given back wrongly.
+fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
+    let out = pages.outstanding_pages() * PAGE_SIZE;
+    if stats.total.bytes_held != out {
+        return Err(format!(
+            "the heap says it holds {:#x} bytes; the page source has {out:#x} out",
+            stats.total.bytes_held
+        ));
+    }
+    if let Some(misuse) = pages.misuse().first() {
+        return Err(format!("page source misused: {misuse}"));
+    }
+    Ok(())
+}
+
+/// The leak check: after every block was freed and the heap shrunk, every
+/// page is back in the source.
+fn check_all_back(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
+    if stats.total.bytes_in_use != 0 {
+        return Err(format!(
+            "{} bytes still in use after every block was freed",
+            stats.total.bytes_in_use
+        ));
+    }
+    pages.check_all_returned()
+}
+
+/// Drives a [`Heap`] through its checked API (`allocate`, `deallocate`,
+/// `reallocate` returning errors).
+struct HeapAdapter<'p> {
+    heap: Heap<Pages<'p>>,
+    pages: &'p HostPages,
+}
+
+impl ModelAllocator for HeapAdapter<'_> {
+    fn rules(&self) -> Rules {
+        Rules {
+            // A zero size is served as one byte.
+            zero_size: Expect::Succeed,
+            ..Rules::UNCHECKED_HEAP
+        }
+    }
+
+    fn owned(&self) -> Vec<Span> {
+        self.pages.held_spans()
+    }
+
+    fn allocate(&mut self, size: u64, align: u64) -> Result<Block, AllocError> {
+        let ptr = self.heap.allocate(layout(size, align)?)?;
+        Ok(Block::host(ptr, size))
+    }
+
+    fn free(&mut self, block: &Block, size: u64, align: u64) -> Result<(), FreeError> {
+        let layout = layout(size, align).map_err(|_| FreeError::SizeMismatch)?;
+        let ptr = block.ptr.ok_or(FreeError::NotOwned)?;
+        // SAFETY: the rules skip every hostile free, so `ptr` is a live
+        // block of this heap allocated with `layout`.
+        unsafe { self.heap.deallocate(ptr, layout) }
+    }
+
+    fn realloc(
+        &mut self,
+        block: &Block,
+        size: u64,
+        align: u64,
+        new_size: u64,
+    ) -> Result<Block, AllocError> {
+        let old = layout(size, align)?;
+        let new_size = usize::try_from(new_size).map_err(|_| AllocError::Overflow)?;
+        let ptr = block.ptr.ok_or(AllocError::OutOfMemory)?;
+        // SAFETY: `ptr` is a live block of this heap allocated with `old`.
+        let moved = unsafe { self.heap.reallocate(ptr, old, new_size) }?;
+        Ok(Block::host(moved, new_size as u64))
+    }
+
+    fn shrink(&mut self) {
+        self.heap.shrink();
+    }
+
+    fn charge(&self, _block: &Block, requested: u64, _align: u64) -> u64 {
+        requested
+    }
+
+    fn used_bytes(&self) -> Option<u64> {
+        Some(self.heap.stats().total.bytes_in_use as u64)
+    }
+
+    fn check(&self, _model: &Model) -> Result<(), String> {
+        check_pages(&self.heap.stats(), self.pages)
+    }
+
+    fn finish(&mut self, _model: &Model) -> Result<(), String> {
+        check_all_back(&self.heap.stats(), self.pages)
+    }
+}
+
+/// Runs `ops` on a [`Heap`] taking all its memory from a 4 MiB checking page
+/// source, through its checked API; contents are written and verified, and
+/// after every block is freed and the heap shrunk, every page must be back.
+pub fn run_heap(ops: &[Op]) -> Result<Summary, Divergence> {
+    let pages = HostPages::new(SOURCE_PAGES, SOURCE_ALIGN_PAGES);
+    let mut adapter = HeapAdapter {
+        heap: Heap::with_pages(&pages),
+        pages: &pages,
+    };
+    run(&mut adapter, ops)
+}
+
+/// Hooks for a shared heap `G` over `pages`: usage from its statistics
+/// (`None` where small objects cached per CPU count as in use), pages
+/// checked after every step, everything back at the end.
+fn hooks<'p, G: 'p>(
+    pages: &'p HostPages,
+    stats: fn(&G) -> HeapStats,
+    shrink: fn(&G),
+    exact_usage: bool,
+) -> HeapHooks<'p, G> {
+    HeapHooks {
+        owned: Box::new(move |_| pages.held_spans()),
+        used_bytes: exact_usage
+            .then(|| Box::new(move |heap: &G| stats(heap).total.bytes_in_use as u64) as _),
+        charge: Box::new(|requested, _| requested),
+        shrink: Some(Box::new(shrink)),
+        check: Some(Box::new(move |heap, _| check_pages(&stats(heap), pages))),
+        finish: Some(Box::new(move |heap| check_all_back(&stats(heap), pages))),
+    }
+}
+
+/// Runs `ops` on a [`LockedHeap`] through `GlobalAlloc` (realloc included).
+pub fn run_locked_heap(ops: &[Op]) -> Result<Summary, Divergence> {
+    let pages = HostPages::new(SOURCE_PAGES, SOURCE_ALIGN_PAGES);
+    let heap = LockedHeap::with_pages(&pages);
+    let hooks = hooks(
+        &pages,
+        LockedHeap::stats,
+        |heap| {
+            heap.shrink();
+        },
+        true,
+    );
+    run(&mut GlobalAdapter::new(heap, hooks), ops)
+}
+
+/// Runs `ops` on a [`PerCpuHeap`] through `GlobalAlloc`, its CPU id moving
+/// on at every call, so small objects are freed into other CPUs' magazines.
+pub fn run_per_cpu_heap(ops: &[Op]) -> Result<Summary, Divergence> {
+    let pages = HostPages::new(SOURCE_PAGES, SOURCE_ALIGN_PAGES);
+    let next = AtomicUsize::new(0);
+    let next = &next;
+    let cpu = move || next.fetch_add(1, Ordering::Relaxed) % CPUS;
+    let heap: PerCpuHeap<_, _, CPUS> =
+        PerCpuHeap::with_pages(cpu, &pages).expect("the size classes are valid");
+    let hooks = hooks(
+        &pages,
+        PerCpuHeap::stats,
+        |heap| {
+            heap.shrink();
+        },
+        false,
+    );
+    run(&mut GlobalAdapter::new(heap, hooks), ops)
+}
