@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 
 BARE_METAL_TARGETS=(x86_64-unknown-none riscv64gc-unknown-none-elf)
 LIBRARY_CRATES=(kalloc-api kalloc-bump kalloc-bitmap-frame kalloc-buddy kalloc-slab kalloc-heap)
-MIRI_CRATES=(kalloc-bump kalloc-buddy)
-ALL_STAGES=(setup fmt clippy test bare-metal doc loom miri fuzz)
+MIRI_CRATES=(kalloc-bump kalloc-bitmap-frame kalloc-buddy kalloc-slab)
+# Workspaces of their own, outside the host workspace.
+SIDE_WORKSPACES=(tests/kernel fuzz)
+ALL_STAGES=(setup fmt clippy test bare-metal doc loom miri fuzz qemu bench-build)
 
 stage_setup() {
     rustup component add rustfmt clippy
@@ -19,10 +21,14 @@ stage_setup() {
 
 stage_fmt() {
     cargo fmt --all -- --check
+    for workspace in "${SIDE_WORKSPACES[@]}"; do
+        (cd "$workspace" && cargo fmt --all -- --check)
+    done
 }
 
 stage_clippy() {
     cargo clippy --workspace --all-targets --all-features -- -D warnings
+    (cd tests/kernel && cargo clippy --release -- -D warnings)
 }
 
 stage_test() {
@@ -66,12 +72,15 @@ ensure_nightly_miri() {
 # miri runs the unit and integration tests of the crates with unsafe code.
 # Strict provenance catches integer-to-pointer casts; the physical-address
 # adapters in kalloc-api are integer-based by nature and stay out of this stage.
+# kalloc-heap's model tests need its `std` page source; its `global_alloc`
+# test (a whole program on the heap) stays out: see heap/tests/global_alloc.rs.
 stage_miri() {
     ensure_nightly_miri
     local packages=()
     for crate in "${MIRI_CRATES[@]}"; do packages+=(-p "$crate"); done
-    MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" CARGO_TARGET_DIR=target/miri \
-        cargo +nightly miri test "${packages[@]}" --lib --tests
+    export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" CARGO_TARGET_DIR=target/miri
+    cargo +nightly miri test "${packages[@]}" --lib --tests
+    cargo +nightly miri test -p kalloc-heap --features std --lib --test model
 }
 
 stage_fuzz() {
