@@ -18,6 +18,7 @@ use core::ptr::NonNull;
 
 use kalloc_api::{AllocError, FreeError, PAGE_SIZE, PageSource, Stats};
 
+use crate::provenance;
 use crate::tlsf::{ReleasedChunk, Tlsf, TlsfFreeError};
 
 /// Requests above this many bytes skip the mid-size allocator (in pages mode).
@@ -130,6 +131,7 @@ impl<P: PageSource> Backend<P> {
     /// long as the backend lives.
     pub unsafe fn add_region(&mut self, start: *mut u8, len: usize) -> Result<(), InitError> {
         let start = NonNull::new(start).ok_or(InitError::RegionTooSmall)?;
+        provenance::expose(start);
         // SAFETY: the caller's promise. Beyond `MAX_BLOCK_BYTES` (128 TiB) the
         // TLSF trims the region.
         if unsafe { self.tlsf.add_chunk(start, len, false) } == 0 {
@@ -167,6 +169,7 @@ impl<P: PageSource> Backend<P> {
         // Pages mode only sends requests that fit one chunk with room to align.
         let count = MID_CHUNK_PAGES;
         let chunk = pages.allocate_pages(count, 1)?;
+        provenance::expose(chunk);
         // SAFETY: the source hands us `count` pages exclusively until we give
         // them back, which the TLSF does only once the chunk is wholly free.
         unsafe { self.tlsf.add_chunk(chunk, count * PAGE_SIZE, true) };
@@ -182,6 +185,7 @@ impl<P: PageSource> Backend<P> {
         };
         let (count, align_pages) = large_pages(size, align).ok_or(AllocError::Overflow)?;
         let ptr = pages.allocate_pages(count, align_pages)?;
+        provenance::expose(ptr);
         self.large.record_allocation(size);
         self.large.bytes_held += count * PAGE_SIZE;
         Ok(ptr)
@@ -285,7 +289,11 @@ impl<P: PageSource> Backend<P> {
             .checked_mul(PAGE_SIZE)
             .ok_or(AllocError::BadAlignment)?;
         let ptr = match &self.source {
-            Source::Pages(pages) => pages.allocate_pages(count, align_pages)?,
+            Source::Pages(pages) => {
+                let ptr = pages.allocate_pages(count, align_pages)?;
+                provenance::expose(ptr);
+                ptr
+            }
             Source::Uninit => return Err(AllocError::Uninitialized),
             Source::Region => {
                 if count == 0 {

@@ -55,6 +55,7 @@ mod heap;
 mod locked;
 mod pages;
 mod per_cpu;
+mod provenance;
 mod size_class;
 mod stats;
 mod tlsf;

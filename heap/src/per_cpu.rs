@@ -12,6 +12,7 @@ use kalloc_slab::{PerCpuCache, SlabConfig};
 use crate::backend::{Backend, InitError};
 use crate::heap::OomHandler;
 use crate::pages::LockedBackendPages;
+use crate::provenance;
 use crate::size_class::{SMALL_CLASS_COUNT, class_align, class_bytes, small_class};
 use crate::stats::{ClassStats, HeapStats};
 
@@ -238,6 +239,7 @@ impl<P: PageSource, C: CpuId, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
     /// for `layout`'s alignment and size) and is no longer used.
     #[inline]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) -> Result<(), FreeError> {
+        let ptr = provenance::reclaim(ptr);
         if ptr.as_ptr() as usize & (layout.align() - 1) != 0 {
             return Err(FreeError::Misaligned);
         }
@@ -265,6 +267,7 @@ impl<P: PageSource, C: CpuId, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, AllocError> {
+        let ptr = provenance::reclaim(ptr);
         let new_layout =
             Layout::from_size_align(new_size, layout.align()).map_err(|_| AllocError::Overflow)?;
         let old_class = small_class(layout.size(), layout.align());
