@@ -53,3 +53,8 @@ pub use model::{Block, Live, Model, Span};
 pub use op::{Mix, Op, Profile, RawOp};
 #[cfg(feature = "proptest")]
 pub use strategy::{Plan, check, first_divergence};
+
+/// The README's code, run as a doctest so that it keeps compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
