@@ -160,27 +160,41 @@ pub fn run_case<B: ConcurrentBench>(
     let threads = workload.threads.max(1);
     let failures = std::sync::atomic::AtomicU64::new(0);
     let sample = measure(&config.budget, || {
-        let barrier = Barrier::new(threads + 1);
-        std::thread::scope(|scope| {
-            for t in 0..threads {
-                let (shared, barrier, failures) = (&shared, &barrier, &failures);
-                scope.spawn(move || {
-                    set_current_cpu(t);
-                    let mut rng = Rng::new(config.seed ^ t as u64);
-                    barrier.wait();
-                    let failed = (0..pairs).filter(|_| !shared.pair(rng.next_u64())).count();
-                    failures.fetch_add(failed as u64, std::sync::atomic::Ordering::Relaxed);
-                    barrier.wait();
-                });
-            }
-            barrier.wait();
-            let start = Instant::now();
-            barrier.wait();
-            Batch {
-                elapsed: start.elapsed(),
-                ops: (threads * pairs) as u64,
-            }
-        })
+        // Each worker times itself: a coordinating thread taking the clock
+        // could be descheduled on a small machine while the workers already
+        // run, and under-count. The batch spans the first start to the last end.
+        let barrier = Barrier::new(threads);
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (shared, barrier, failures) = (&shared, &barrier, &failures);
+                    scope.spawn(move || {
+                        set_current_cpu(t);
+                        let mut rng = Rng::new(config.seed ^ t as u64);
+                        barrier.wait();
+                        let start = Instant::now();
+                        let failed = (0..pairs).filter(|_| !shared.pair(rng.next_u64())).count();
+                        let end = Instant::now();
+                        failures.fetch_add(failed as u64, std::sync::atomic::Ordering::Relaxed);
+                        (start, end)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().expect("benchmark thread panicked"))
+                .collect()
+        });
+        let first_start = spans
+            .iter()
+            .map(|(start, _)| *start)
+            .min()
+            .expect("a worker");
+        let last_end = spans.iter().map(|(_, end)| *end).max().expect("a worker");
+        Batch {
+            elapsed: last_end - first_start,
+            ops: (threads * pairs) as u64,
+        }
     });
     Some((Metric::Time(sample), failures.into_inner()))
 }

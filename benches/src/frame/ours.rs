@@ -64,13 +64,17 @@ impl FrameAllocBench for KallocBitmap {
     }
 }
 
+/// The lock-free bitmap measured: each benchmark thread its own CPU, so each
+/// starts its searches at its own cursor, as a kernel's CPUs would.
+pub type AtomicBitmapFront = AtomicBitmapFrameAllocator<'static, BenchCpu>;
+
 /// `kalloc_bitmap_frame::AtomicBitmapFrameAllocator`, the lock-free variant,
-/// used through `&self` from one thread.
-pub struct KallocAtomicBitmap(Owned<AtomicBitmapFrameAllocator<'static>, [AtomicU64]>);
+/// used through `&self`.
+pub struct KallocAtomicBitmap(Owned<AtomicBitmapFront, [AtomicU64]>);
 
 impl KallocAtomicBitmap {
     /// The allocator, for sharing between threads.
-    pub fn shared(&self) -> &AtomicBitmapFrameAllocator<'static> {
+    pub fn shared(&self) -> &AtomicBitmapFront {
         &self.0
     }
 }
@@ -89,7 +93,7 @@ impl FrameAllocBench for KallocAtomicBitmap {
             bitmap
                 .mark_free(managed(frames))
                 .expect("frames inside the bitmap");
-            bitmap
+            bitmap.with_cpu_id(BenchCpu)
         }))
     }
 
