@@ -178,3 +178,36 @@ fn three_threads_keep_the_count_exact() {
         bitmap.check_quiescent().unwrap();
     });
 }
+
+/// Two CPUs claim two-word runs over three words at once: the claims overlap
+/// in the middle word, so one gets a run and the other rolls back (or finds
+/// none); no frame is handed out twice and the count ends exact.
+#[test]
+fn racing_multi_word_runs_roll_back_cleanly() {
+    loom::model(|| {
+        let bitmap = allocator(192);
+        let handles: Vec<_> = (0..2)
+            .map(|cpu| {
+                let bitmap = bitmap.clone();
+                thread::spawn(move || bitmap.allocate_on(cpu, 128, 64))
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let won: Vec<FrameRange> = results.iter().filter_map(|r| r.ok()).collect();
+        assert!(!won.is_empty(), "one of the two runs fits");
+        if let [first, second] = won[..] {
+            assert!(!first.overlaps(second), "{first:?} and {second:?} overlap");
+        }
+        assert!(
+            results
+                .iter()
+                .all(|r| r.is_ok() || *r == Err(AllocError::OutOfMemory))
+        );
+        assert_eq!(bitmap.free_frames(), 192 - 128 * won.len());
+        for run in won {
+            bitmap.deallocate_on(0, run).unwrap();
+        }
+        assert_eq!(bitmap.free_frames(), 192);
+        bitmap.check_quiescent().unwrap();
+    });
+}

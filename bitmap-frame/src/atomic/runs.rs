@@ -34,6 +34,9 @@ impl<C: CpuId> AtomicBitmapFrameAllocator<'_, C> {
             self.take_word_aligned(from, count, words_align)
         }
         .ok_or(AllocError::OutOfMemory)?;
+        // Next fit: the next search starts where this run was found, past the
+        // words that just proved crowded, instead of scanning them again.
+        slot.cursor.store(start >> WORD_SHIFT, Ordering::Relaxed);
         slot.free_delta.fetch_sub(count, Ordering::Relaxed);
         Ok(self.span.frames_at(start, count))
     }
@@ -97,6 +100,14 @@ impl<C: CpuId> AtomicBitmapFrameAllocator<'_, C> {
         let pieces = (start..end)
             .map(|index| (index, ALL_FREE))
             .chain((head > 0).then(|| (end, mask(0, head))));
+        // Look before claiming: a crowded candidate is passed over with plain
+        // loads, without claiming words only to roll them back.
+        if let Some((index, _)) = pieces
+            .clone()
+            .find(|&(index, mask)| self.words[index].load(Ordering::Relaxed) & mask != mask)
+        {
+            return Err(index);
+        }
         let mut claimed = start;
         for (index, mask) in pieces {
             if !self.claim(index, mask) {

@@ -8,7 +8,7 @@
 //! - **Aligned to 64 frames or more** (2 MiB huge frames, DMA buffers): the run
 //!   starts on a word boundary, so it is whole free words plus a head of the
 //!   next; candidates come from the all-free summary, 64 words per test.
-//! - **Longer than 64 frames at finer alignment**: a first-fit walk over the
+//! - **Longer than 64 frames at finer alignment**: a next-fit walk over the
 //!   stretches of free bits, skipping words without any.
 
 use kalloc_api::{AllocError, FrameRange};
@@ -126,13 +126,19 @@ impl BitmapFrameAllocator<'_> {
         }
     }
 
-    /// A run longer than 64 frames at alignment below 64: first fit over the
-    /// stretches of free bits.
+    /// A run longer than 64 frames at alignment below 64: next fit over the
+    /// stretches of free bits from the cursor, then first fit from the start.
     #[cold]
     fn find_long(&self, count: usize, align: usize) -> Option<usize> {
+        self.find_long_from(count, align, self.next_word)
+            .or_else(|| self.find_long_from(count, align, 0))
+    }
+
+    /// First fit over the stretches of free bits in words `from..`.
+    fn find_long_from(&self, count: usize, align: usize, from: usize) -> Option<usize> {
         // The stretch of free bits seen last, as bit indices `[start, end)`.
         let (mut start, mut end) = (0, 0);
-        let mut index = self.with_free.next_from(0)?;
+        let mut index = self.with_free.next_from(from)?;
         loop {
             let base = index << WORD_SHIFT;
             let mut rest = self.words[index];
