@@ -52,6 +52,8 @@ const SL_COUNT: usize = 1 << SL_LOG;
 /// Blocks below `1 << FL_SHIFT` bytes share first level 0, in 16-byte slices.
 const FL_SHIFT: u32 = SL_LOG + GRANULE_LOG;
 const FL_COUNT: usize = 40;
+/// Blocks of a request's own list that [`Tlsf::find_close_fit`] looks at.
+const CLOSE_FIT_SCAN: usize = 8;
 /// The largest block a chunk may hold (first level `FL_COUNT - 1`).
 pub const MAX_BLOCK_BYTES: usize = (1 << (FL_COUNT as u32 + FL_SHIFT - 1)) - GRANULE_BYTES;
 
@@ -304,7 +306,8 @@ impl Tlsf {
         let needed = block_bytes_for(size)?;
         if align <= GRANULE_BYTES {
             let block = self
-                .find_good_fit(needed)
+                .find_close_fit(needed)
+                .or_else(|| self.find_good_fit(needed))
                 .or_else(|| self.find_any_fit(needed, 1))?;
             // SAFETY: `block` is a listed free block of at least `needed` bytes.
             return Some(unsafe { self.take(block, needed) });
@@ -355,6 +358,36 @@ impl Tlsf {
             gap += align;
         }
         gap
+    }
+
+    /// The smallest block holding `needed` bytes among the first few of
+    /// `needed`'s own list, whose blocks are at most one list step larger.
+    /// Taking these before the next list's keeps larger blocks whole for
+    /// larger requests: good fit alone splits them and fragments the heap.
+    #[inline]
+    fn find_close_fit(&self, needed: usize) -> Option<*mut Block> {
+        let (fl, sl) = mapping_insert(needed);
+        if self.sl_bitmaps.get(fl)? & (1 << sl) == 0 {
+            return None;
+        }
+        let mut best: Option<(*mut Block, usize)> = None;
+        let mut block = self.heads[fl][sl];
+        for _ in 0..CLOSE_FIT_SCAN {
+            if block.is_null() {
+                break;
+            }
+            // SAFETY: listed blocks are free headers in owned chunks.
+            let size = unsafe { size_of(block) };
+            if size >= needed && best.is_none_or(|(_, best_size)| size < best_size) {
+                best = Some((block, size));
+                if size == needed {
+                    break;
+                }
+            }
+            // SAFETY: as above.
+            block = unsafe { (*block).next_free };
+        }
+        best.map(|(block, _)| block)
     }
 
     /// Head of the first list whose blocks all hold `needed` bytes.

@@ -224,6 +224,9 @@ fn reallocate_stays_in_place_within_a_class_or_a_free_neighbour() {
         assert_ne!(moved, small);
         heap.deallocate(moved, layout(100, 8)).unwrap();
     }
+    // A fresh heap: its one free block is the whole region, so the mid-size
+    // block is carved from its front and the rest is a free neighbour.
+    let (_region, mut heap) = region_heap(256 * 1024);
     let mid = heap.allocate(layout(4000, 16)).unwrap();
     // SAFETY: `mid` is live with its layout at each step; the pattern stays inside it.
     unsafe {

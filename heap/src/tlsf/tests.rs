@@ -227,3 +227,26 @@ fn random_operations_match_a_model_of_live_ranges() {
     }
     assert_eq!(tlsf.check(), total);
 }
+
+#[test]
+fn a_request_takes_a_close_hole_before_splitting_the_large_free_block() {
+    let (_arena, mut tlsf) = with_chunk(256 * 1024);
+    // A 5000-byte hole between two used blocks, the rest one large free block.
+    let before = tlsf.allocate(1000, 8).unwrap();
+    let hole = tlsf.allocate(5000, 8).unwrap();
+    let after = tlsf.allocate(1000, 8).unwrap();
+    // SAFETY: `hole` was allocated above and is freed once.
+    unsafe { tlsf.deallocate(hole) }.unwrap();
+    let largest = tlsf.largest_free_payload();
+    // 4900 bytes share the hole's list; good fit alone would round up to the
+    // next list and cut the large block instead.
+    let taken = tlsf.allocate(4900, 8).unwrap();
+    assert_eq!(taken, hole);
+    assert_eq!(tlsf.largest_free_payload(), largest);
+    tlsf.check();
+    for block in [before, taken, after] {
+        // SAFETY: each block is live and freed once.
+        unsafe { tlsf.deallocate(block) }.unwrap();
+    }
+    tlsf.check();
+}
