@@ -13,7 +13,7 @@ use kalloc_api::{FrameAllocator, Locked};
 use crate::cpu::set_current_cpu;
 use crate::frame::{
     self, BitmapAllocatorPeer, BuddySystemFramePeer, FrameAllocBench, KallocAtomicBitmap,
-    KallocBitmap, KallocPerCpuBuddy,
+    KallocBitmap, KallocBuddy, KallocPerCpuBuddy,
 };
 use crate::heap::{
     self, BuddySystemHeapPeer, HeapBench, KallocLockedHeap, KallocPerCpuHeap, LinkedListPeer,
@@ -127,7 +127,8 @@ const fn entry<B: ConcurrentBench>() -> Entry<ThreadWorkload> {
 const FRAME_ENTRIES: &[Entry<ThreadWorkload>] = &[
     entry::<SpinFrames<BitmapAllocatorPeer>>(),
     entry::<SpinFrames<BuddySystemFramePeer>>(),
-    entry::<LockedKallocBitmap>(),
+    entry::<LockedKalloc<KallocBitmap>>(),
+    entry::<LockedKalloc<KallocBuddy>>(),
     entry::<KallocAtomicBitmap>(),
     entry::<KallocPerCpuBuddy>(),
 ];
@@ -217,14 +218,29 @@ impl<A: FrameAllocBench + Send> ConcurrentBench for SpinFrames<A> {
     }
 }
 
-/// `kalloc-bitmap` shared as `kalloc_api::Locked<BitmapFrameAllocator>`.
-pub struct LockedKallocBitmap(Locked<KallocBitmap>);
+/// One of kalloc's `&mut self` frame allocators shared as `kalloc_api::Locked`,
+/// the front a kernel gets without writing any of its own.
+pub struct LockedKalloc<A>(Locked<A>);
 
-impl ConcurrentBench for LockedKallocBitmap {
-    const NAME: &'static str = "kalloc-bitmap (Locked)";
+/// Table names of the locked kalloc frame allocators.
+pub trait LockedName {
+    /// Name in the tables.
+    const LOCKED_NAME: &'static str;
+}
+
+impl LockedName for KallocBitmap {
+    const LOCKED_NAME: &'static str = "kalloc-bitmap (Locked)";
+}
+
+impl LockedName for KallocBuddy {
+    const LOCKED_NAME: &'static str = "kalloc-buddy (Locked)";
+}
+
+impl<A: FrameAllocBench + LockedName + Send> ConcurrentBench for LockedKalloc<A> {
+    const NAME: &'static str = A::LOCKED_NAME;
     const OURS: bool = true;
     fn new() -> Self {
-        Self(Locked::new(KallocBitmap::new(frame::FRAMES_1GIB)))
+        Self(Locked::new(A::new(frame::FRAMES_1GIB)))
     }
     #[inline]
     fn pair(&self, _: u64) -> bool {
