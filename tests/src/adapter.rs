@@ -41,6 +41,11 @@ pub struct Rules {
     pub huge: Expect<AllocError>,
     /// Freeing a block again after it was freed (it overlaps nothing live).
     pub double_free: Expect<FreeError>,
+    /// Freeing a block again straight after freeing it, nothing in between:
+    /// allocators that check only their most recent free (a slab's free-list
+    /// head, a magazine's top) promise to catch this one. The driver tries it
+    /// after every free.
+    pub immediate_double_free: Expect<FreeError>,
     /// Freeing an address outside every owned range.
     pub foreign_free: Expect<FreeError>,
     /// Freeing an address past the start of a live block.
@@ -68,6 +73,11 @@ impl Rules {
             FreeError::Misaligned,
             FreeError::SizeMismatch,
         ]),
+        immediate_double_free: Expect::Fail(&[
+            FreeError::DoubleFree,
+            FreeError::Misaligned,
+            FreeError::SizeMismatch,
+        ]),
         foreign_free: Expect::Fail(&[FreeError::NotOwned, FreeError::OutOfRange]),
         misaligned_free: Expect::Skip,
     };
@@ -85,6 +95,7 @@ impl Rules {
         bad_align: Expect::Skip,
         huge: Expect::Fail(&[AllocError::OutOfMemory, AllocError::Overflow]),
         double_free: Expect::Skip,
+        immediate_double_free: Expect::Skip,
         foreign_free: Expect::Skip,
         misaligned_free: Expect::Skip,
     };

@@ -213,6 +213,16 @@ impl<A: ModelAllocator + ?Sized> Driver<'_, A> {
             Ok(()) => {
                 self.model.remove(live.block.addr);
                 self.summary.frees += 1;
+                let rule = self.rules.immediate_double_free;
+                if rule != Expect::Skip && self.alloc.may_free_again(&live.block) {
+                    self.expect_refused(
+                        "immediate double free",
+                        &live.block,
+                        live.requested,
+                        live.align,
+                        rule,
+                    )?;
+                }
                 Ok(())
             }
             Err(error) => Err(format!(

@@ -113,6 +113,7 @@ impl<C: ObjectCache> ModelAllocator for SlabAdapter<'_, C> {
                 // Only the immediate double free is caught without the bitmap.
                 Expect::Skip
             },
+            immediate_double_free: Expect::Fail(&[FreeError::DoubleFree]),
             foreign_free: Expect::Fail(&[FreeError::NotOwned]),
             misaligned_free: Expect::Fail(&[FreeError::Misaligned]),
             ..Rules::UNCHECKED_HEAP
