@@ -1,0 +1,49 @@
+//! Instructions per allocate + free pair, counted with callgrind.
+//!
+//! Runs `PAIRS` pairs of one 64-byte object on the object cache named on the
+//! command line, after a warm-up, so that the difference between two runs
+//! with different pair counts, divided by the difference in pairs, is the
+//! cost of one pair with setup and warm-up cancelled out:
+//!
+//! ```sh
+//! cargo build --release -p kalloc-benches --example pair_instructions
+//! for n in 100000 200000; do
+//!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/pair_instructions kalloc-slab-pcp $n 2>&1 | grep 'Collected'
+//! done
+//! ```
+
+use std::hint::black_box;
+
+use kalloc_benches::host::Host;
+use kalloc_benches::object::{KallocPerCpuSlab, KallocSlab, ObjectCacheBench, SlabmallocPeer};
+
+const OBJECT_BYTES: usize = 64;
+const WARM_UP_PAIRS: usize = 1_000;
+
+fn run<C: ObjectCacheBench>(pairs: usize) {
+    let mut cache = C::new(OBJECT_BYTES);
+    for _ in 0..WARM_UP_PAIRS + pairs {
+        let object = cache.alloc().expect("object");
+        // SAFETY: just allocated from this cache, freed once.
+        unsafe { cache.free(black_box(object)) };
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().unwrap_or_else(|| "kalloc-slab-pcp".into());
+    let pairs: usize = args
+        .next()
+        .map_or(100_000, |n| n.parse().expect("pair count"));
+    match name.as_str() {
+        "kalloc-slab" => run::<KallocSlab>(pairs),
+        "kalloc-slab-pcp" => run::<KallocPerCpuSlab>(pairs),
+        "slabmalloc" => run::<SlabmallocPeer>(pairs),
+        "mimalloc" => run::<Host<mimalloc::MiMalloc>>(pairs),
+        "System" => run::<Host<std::alloc::System>>(pairs),
+        other => panic!(
+            "unknown cache {other}: kalloc-slab, kalloc-slab-pcp, slabmalloc, mimalloc, System"
+        ),
+    }
+}
