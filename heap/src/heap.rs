@@ -9,6 +9,7 @@ use kalloc_slab::{SlabCache, SlabConfig};
 use crate::backend::{Backend, InitError};
 use crate::pages::{BackendPages, NoPages};
 use crate::provenance;
+use crate::recycle::{RECYCLE_CAPACITY, RECYCLE_FLUSH, RECYCLING, RecycleStack};
 use crate::size_class::{SMALL_CLASS_COUNT, class_align, class_bytes, small_class};
 use crate::stats::{ClassStats, HeapStats};
 
@@ -67,6 +68,8 @@ struct ClassCounters {
 /// ```
 pub struct Heap<P: PageSource = NoPages> {
     classes: [SlabCache; SMALL_CLASS_COUNT],
+    /// Freed blocks of each class waiting for the next request of the class.
+    recycled: [RecycleStack; SMALL_CLASS_COUNT],
     counters: [ClassCounters; SMALL_CLASS_COUNT],
     small: Stats,
     backend: Backend<P>,
@@ -89,6 +92,7 @@ impl<P: PageSource> Heap<P> {
     const fn with_backend(backend: Backend<P>) -> Self {
         Self {
             classes: class_caches!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27),
+            recycled: [const { RecycleStack::EMPTY }; SMALL_CLASS_COUNT],
             counters: [ClassCounters {
                 in_use: 0,
                 peak: 0,
@@ -209,16 +213,64 @@ impl<P: PageSource> Heap<P> {
         let Some(class) = small_class(layout.size(), layout.align()) else {
             return self.backend.allocate(layout);
         };
+        if RECYCLING {
+            if let Some(ptr) = self.recycled[class].pop() {
+                self.count_allocation(class, layout.size());
+                return Ok(ptr);
+            }
+        }
         let pages = BackendPages::new(&mut self.backend);
         let result = self.classes[class].allocate(&pages);
         let counters = &mut self.counters[class];
         counters.pages = counters.pages.wrapping_add_signed(pages.net_pages());
         let ptr = result?;
         debug_assert_eq!(ptr.as_ptr() as usize % class_align(class), 0);
+        self.count_allocation(class, layout.size());
+        Ok(ptr)
+    }
+
+    #[inline]
+    fn count_allocation(&mut self, class: usize, bytes: usize) {
+        let counters = &mut self.counters[class];
         counters.in_use += 1;
         counters.peak = counters.peak.max(counters.in_use);
-        self.small.record_allocation(layout.size());
-        Ok(ptr)
+        self.small.record_allocation(bytes);
+    }
+
+    /// Keeps small block `ptr` of `class` for the next request of the class.
+    ///
+    /// # Safety
+    /// As [`deallocate`](Self::deallocate).
+    #[inline]
+    unsafe fn recycle(&mut self, class: usize, ptr: NonNull<u8>) -> Result<(), FreeError> {
+        // Only blocks of this class's slabs may ever be handed out again.
+        // SAFETY: the caller's promise: `ptr` came from this class's slabs.
+        unsafe { self.classes[class].check_object(ptr) }?;
+        if self.recycled[class].is_top(ptr) {
+            return Err(FreeError::DoubleFree);
+        }
+        if let Err(ptr) = self.recycled[class].push(ptr) {
+            let _pages_given_back = self.flush_recycled(class, RECYCLE_FLUSH);
+            let pushed = self.recycled[class].push(ptr);
+            debug_assert!(pushed.is_ok(), "a flushed stack has room");
+        }
+        Ok(())
+    }
+
+    /// Gives the `count` coldest recycled blocks of `class` back to its
+    /// slabs; returns the pages the slabs gave back meanwhile.
+    fn flush_recycled(&mut self, class: usize, count: usize) -> usize {
+        let pages = BackendPages::new(&mut self.backend);
+        for block in self.recycled[class].take_oldest(count) {
+            // SAFETY: the block was checked to be a slot of this class's slabs
+            // when it was recycled, and nobody uses it since it was freed.
+            // The slab refuses only a block it already has (one freed twice,
+            // not in a row, so recycled twice): dropping that copy is right.
+            let _refused_copy = unsafe { self.classes[class].deallocate(block, &pages) };
+        }
+        let counters = &mut self.counters[class];
+        counters.pages = counters.pages.wrapping_add_signed(pages.net_pages());
+        pages.net_pages().unsigned_abs()
     }
 
     /// Frees a block.
@@ -242,6 +294,13 @@ impl<P: PageSource> Heap<P> {
             // SAFETY: the caller's promise; non-small layouts went to the backend.
             return unsafe { self.backend.deallocate(ptr, layout) };
         };
+        if RECYCLING {
+            // SAFETY: the caller's promise, passed on.
+            unsafe { self.recycle(class, ptr) }?;
+            self.counters[class].in_use -= 1;
+            self.small.record_deallocation(layout.size());
+            return Ok(());
+        }
         let pages = BackendPages::new(&mut self.backend);
         // SAFETY: the caller's promise; this layout's blocks come from this class.
         let result = unsafe { self.classes[class].deallocate(ptr, &pages) };
@@ -326,6 +385,9 @@ impl<P: PageSource> Heap<P> {
     /// bytes given back.
     pub fn shrink(&mut self) -> usize {
         let mut pages_freed = 0;
+        for class in 0..SMALL_CLASS_COUNT {
+            pages_freed += self.flush_recycled(class, RECYCLE_CAPACITY);
+        }
         for (cache, counters) in self.classes.iter_mut().zip(self.counters.iter_mut()) {
             let pages = BackendPages::new(&mut self.backend);
             cache.shrink(0, &pages);

@@ -56,6 +56,7 @@ mod locked;
 mod pages;
 mod per_cpu;
 mod provenance;
+mod recycle;
 mod size_class;
 mod stats;
 mod tlsf;

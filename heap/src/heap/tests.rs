@@ -280,3 +280,71 @@ fn region_stays_efficient_when_filled_with_random_sizes() {
         "only {permille} per-mille live at the first failure"
     );
 }
+
+#[test]
+fn small_double_free_is_reported_and_freed_blocks_are_reused() {
+    let mut heap: Heap<&CountedPages> = Heap::new();
+    let pages = CountedPages::default();
+    heap.init(&pages).unwrap();
+    let small = layout(48, 8);
+    let first = heap.allocate(small).unwrap();
+    let second = heap.allocate(small).unwrap();
+    // SAFETY: each block is live with its layout when first freed; the
+    // second free of `second` is the misuse under test.
+    unsafe {
+        heap.deallocate(first, small).unwrap();
+        heap.deallocate(second, small).unwrap();
+        assert_eq!(heap.deallocate(second, small), Err(FreeError::DoubleFree));
+    }
+    assert_eq!(heap.stats().small.bytes_in_use, 0);
+    // The block freed last is the next one handed out, then the one before.
+    assert_eq!(heap.allocate(small).unwrap(), second);
+    assert_eq!(heap.allocate(small).unwrap(), first);
+    // SAFETY: both are live again, each freed once.
+    unsafe {
+        heap.deallocate(first, small).unwrap();
+        heap.deallocate(second, small).unwrap();
+    }
+    heap.shrink();
+    assert_eq!(
+        pages.0.load(Ordering::Relaxed),
+        0,
+        "recycled blocks go back on shrink"
+    );
+}
+
+#[test]
+fn many_frees_of_one_class_flush_to_the_slabs_and_nothing_is_lost() {
+    let mut heap: Heap<&CountedPages> = Heap::new();
+    let pages = CountedPages::default();
+    heap.init(&pages).unwrap();
+    let small = layout(200, 8);
+    let blocks: Vec<_> = (0..1000).map(|_| heap.allocate(small).unwrap()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    assert!(
+        blocks
+            .iter()
+            .all(|block| seen.insert(block.as_ptr() as usize))
+    );
+    for block in &blocks {
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(*block, small) }.unwrap();
+    }
+    assert_eq!(
+        heap.stats().classes[small_class(200, 8).unwrap()].objects_in_use,
+        0
+    );
+    let again: Vec<_> = (0..1000).map(|_| heap.allocate(small).unwrap()).collect();
+    let mut seen_again = std::collections::BTreeSet::new();
+    assert!(
+        again
+            .iter()
+            .all(|block| seen_again.insert(block.as_ptr() as usize))
+    );
+    for block in again {
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(block, small) }.unwrap();
+    }
+    heap.shrink();
+    assert_eq!(pages.0.load(Ordering::Relaxed), 0, "every page back");
+}
