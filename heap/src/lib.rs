@@ -5,7 +5,9 @@
 //!   [`SMALL_CLASS_COUNT`] size classes, each a `kalloc_slab` cache: 8-byte
 //!   steps to 128 bytes, then four classes per power of two, so a class wastes
 //!   at most 12.5% (64..=128 bytes) or 20% (above) of an object. The class is
-//!   one table load away ([`small_class`]).
+//!   one table load away ([`small_class`]). Freed small blocks wait on a short
+//!   stack per class ([`Heap`]) or per CPU ([`PerCpuHeap`]) for the next
+//!   request of their class before they go back to the slabs.
 //! - **Mid-size** requests (up to [`MID_MAX_BYTES`]) go to a TLSF allocator
 //!   over page runs of [`MID_CHUNK_PAGES`] pages: O(1) search through two
 //!   bitmap levels, boundary tags for O(1) coalescing, exact splitting (16-byte
