@@ -1,5 +1,6 @@
-//! allocator-api2's `Allocator` for the shared heaps, so they can back
-//! `allocator_api2::vec::Vec::new_in(&HEAP)` and the other collections.
+//! The standard interfaces of the shared heaps: `GlobalAlloc`, so they can be
+//! the `#[global_allocator]`, and allocator-api2's `Allocator`, so they can
+//! back `allocator_api2::vec::Vec::new_in(&HEAP)` and the other collections.
 //!
 //! Zero-size requests get a dangling, aligned pointer and never reach the
 //! heap; resizes keep the block in place where the heap can.
@@ -71,6 +72,47 @@ macro_rules! impl_allocator {
 }
 
 pub(crate) use impl_allocator;
+
+/// Implements `GlobalAlloc` for a heap type with inherent `allocate`,
+/// `deallocate` and `reallocate` methods taking `&self`: null on failure,
+/// never a panic.
+macro_rules! impl_global_alloc {
+    ($ty:ty, [$($generics:tt)*]) => {
+        // SAFETY: blocks come from the heap, which hands each out once until
+        // freed; failures return null and nothing panics.
+        unsafe impl<$($generics)*> core::alloc::GlobalAlloc for $ty {
+            #[inline]
+            unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+                <$ty>::allocate(self, layout)
+                    .map_or(core::ptr::null_mut(), core::ptr::NonNull::as_ptr)
+            }
+
+            #[inline]
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+                if let Some(ptr) = core::ptr::NonNull::new(ptr) {
+                    // SAFETY: `GlobalAlloc`'s contract: `ptr` came from this heap with `layout`.
+                    let _ = unsafe { <$ty>::deallocate(self, ptr, layout) };
+                }
+            }
+
+            unsafe fn realloc(
+                &self,
+                ptr: *mut u8,
+                layout: core::alloc::Layout,
+                new_size: usize,
+            ) -> *mut u8 {
+                let Some(ptr) = core::ptr::NonNull::new(ptr) else {
+                    return core::ptr::null_mut();
+                };
+                // SAFETY: `GlobalAlloc`'s contract: `ptr` is live with `layout`.
+                let result = unsafe { <$ty>::reallocate(self, ptr, layout, new_size) };
+                result.map_or(core::ptr::null_mut(), core::ptr::NonNull::as_ptr)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_global_alloc;
 
 /// A heap's own `reallocate`, as `resize` calls it.
 pub(crate) type ReallocFn<A> =

@@ -1,8 +1,8 @@
 //! `LockedHeap`: a [`Heap`] behind one lock, usable as `#[global_allocator]`
 //! and as an allocator-api2 `Allocator`.
 
-use core::alloc::{GlobalAlloc, Layout};
-use core::ptr::{self, NonNull};
+use core::alloc::Layout;
+use core::ptr::NonNull;
 
 use kalloc_api::sync::{Mutex, MutexGuard};
 use kalloc_api::{AllocError, FreeError, PageSource};
@@ -190,31 +190,5 @@ pub(crate) fn retry_after_handler<P: PageSource>(
     }
 }
 
-// SAFETY: blocks come from the heap, which hands each out once until freed;
-// failures return null and nothing panics.
-unsafe impl<P: PageSource> GlobalAlloc for LockedHeap<P> {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.allocate(layout)
-            .map_or(ptr::null_mut(), NonNull::as_ptr)
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let Some(ptr) = NonNull::new(ptr) {
-            // SAFETY: `GlobalAlloc`'s contract: `ptr` came from this heap with `layout`.
-            let _ = unsafe { self.deallocate(ptr, layout) };
-        }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let Some(ptr) = NonNull::new(ptr) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: `GlobalAlloc`'s contract: `ptr` is live with `layout`.
-        let result = unsafe { self.reallocate(ptr, layout, new_size) };
-        result.map_or(ptr::null_mut(), NonNull::as_ptr)
-    }
-}
-
+crate::allocator_api::impl_global_alloc!(LockedHeap<P>, [P: PageSource]);
 crate::allocator_api::impl_allocator!(LockedHeap<P>, [P: PageSource]);

@@ -2,7 +2,7 @@
 //! allocating and freeing small blocks do not serialise on one lock; mid-size
 //! and large requests share one locked backend.
 
-use core::alloc::{GlobalAlloc, Layout};
+use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use kalloc_api::sync::{AtomicUsize, Mutex, Ordering};
@@ -330,31 +330,5 @@ impl<P: PageSource, C: CpuId, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
     }
 }
 
-// SAFETY: blocks come from the heap, which hands each out once until freed;
-// failures return null and nothing panics.
-unsafe impl<P: PageSource, C: CpuId, const CPUS: usize> GlobalAlloc for PerCpuHeap<P, C, CPUS> {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.allocate(layout)
-            .map_or(ptr::null_mut(), NonNull::as_ptr)
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let Some(ptr) = NonNull::new(ptr) {
-            // SAFETY: `GlobalAlloc`'s contract: `ptr` came from this heap with `layout`.
-            let _ = unsafe { self.deallocate(ptr, layout) };
-        }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let Some(ptr) = NonNull::new(ptr) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: `GlobalAlloc`'s contract: `ptr` is live with `layout`.
-        let result = unsafe { self.reallocate(ptr, layout, new_size) };
-        result.map_or(ptr::null_mut(), NonNull::as_ptr)
-    }
-}
-
+crate::allocator_api::impl_global_alloc!(PerCpuHeap<P, C, CPUS>, [P: PageSource, C: CpuId, const CPUS: usize]);
 crate::allocator_api::impl_allocator!(PerCpuHeap<P, C, CPUS>, [P: PageSource, C: CpuId, const CPUS: usize]);
