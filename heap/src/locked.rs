@@ -104,6 +104,12 @@ impl<P: PageSource> LockedHeap<P> {
         self.heap.lock().shrink()
     }
 
+    /// Gives back slabs unused since the previous reap, as
+    /// [`Heap::reap`](crate::Heap::reap); returns the bytes given back.
+    pub fn reap(&self) -> usize {
+        self.heap.lock().reap()
+    }
+
     /// A snapshot of the heap's usage.
     pub fn stats(&self) -> HeapStats {
         self.heap.lock().stats()

@@ -306,6 +306,20 @@ impl<P: PageSource, C: CpuId, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
         pages_freed * PAGE_SIZE + self.backend.lock().shrink()
     }
 
+    /// Gives back the empty slabs of every class that no allocation needed
+    /// since the previous reap, as [`Heap::reap`](crate::Heap::reap);
+    /// returns the bytes given back.
+    pub fn reap(&self) -> usize {
+        let mut pages_freed = 0;
+        for (class, cache) in self.classes.iter().enumerate() {
+            let before = self.class_pages[class].load(Ordering::Relaxed);
+            cache.reap(&self.pages(class));
+            let after = self.class_pages[class].load(Ordering::Relaxed);
+            pages_freed += before.saturating_sub(after);
+        }
+        pages_freed * PAGE_SIZE
+    }
+
     /// A snapshot of the heap's usage. Small-class figures come from the
     /// caches: objects sitting in per-CPU magazines count as in use until
     /// [`shrink`](Self::shrink) flushes them, and the small path keeps no

@@ -7,10 +7,18 @@
 //! allocations fill slabs up and leave the others to drain and be reclaimed,
 //! which is what keeps fragmentation low. When the only partial slab
 //! empties it stays where it is (the *idle* slab, counted as empty), so a
-//! caller cycling one object moves no slab between lists. Empty slabs wait on their list
-//! until [`SlabCache::shrink`] (or, beyond
-//! [`max_empty_slabs`](crate::SlabConfig::with_max_empty_slabs), a free) gives
-//! them back to the page source.
+//! caller cycling one object moves no slab between lists.
+//!
+//! Empty slabs wait on their list for reuse, which spares the page source
+//! and the formatting of new slabs when a burst of allocations returns. A
+//! free gives an emptied slab back only when the empty slabs outnumber the
+//! most slabs the cache had in use at once (its *busy peak*) or
+//! [`max_empty_slabs`](crate::SlabConfig::with_max_empty_slabs): since empty
+//! slabs are reused before new ones are made, a cache never holds more slabs
+//! than at its busiest. [`SlabCache::reap`], called from a periodic timer,
+//! gives back the slabs that stayed empty for the whole period (Bonwick's
+//! working set) and lowers the peak to what is held after it;
+//! [`SlabCache::shrink`] gives back every empty slab at once.
 
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
@@ -61,6 +69,12 @@ pub struct SlabCache {
     partial_slabs: usize,
     empty_slabs: usize,
     quarantined_slabs: usize,
+    /// The most slabs holding objects at once since the last reap or shrink:
+    /// the empty slabs kept are bounded by it.
+    busy_peak: usize,
+    /// The fewest empty slabs since the last reap: slabs no allocation
+    /// needed in that period.
+    empty_low: usize,
     /// A slab on the partial list with no object in use, kept there rather
     /// than moved to the empty list because it was the only partial slab:
     /// a cache cycling one object moves no slab between lists. Null if none.
@@ -113,6 +127,8 @@ impl SlabCache {
             partial_slabs: 0,
             empty_slabs: 0,
             quarantined_slabs: 0,
+            busy_peak: 0,
+            empty_low: 0,
             idle: core::ptr::null_mut(),
             objects_free: 0,
             objects_taken: 0,
@@ -236,7 +252,48 @@ impl SlabCache {
                 released += 1;
             }
         }
+        self.busy_peak = self.busy_slabs();
+        self.empty_low = self.empty_slabs;
         released
+    }
+
+    /// Gives back the empty slabs that no allocation needed since the
+    /// previous reap, and lowers the busy peak to the slabs still held, so
+    /// memory a burst left behind drains over two periods. Returns how many
+    /// slabs were given back. Kernels call this from a periodic timer, as
+    /// Linux's slab reaper runs every few seconds.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// use kalloc_slab::{HostPages, SlabCache, SlabConfig};
+    ///
+    /// let pages = HostPages::new();
+    /// let mut cache = SlabCache::new(SlabConfig::new(512, 8)).unwrap();
+    /// let burst: Vec<_> = (0..100).map(|_| cache.allocate(&pages).unwrap()).collect();
+    /// for object in burst {
+    ///     // SAFETY: allocated above, freed once.
+    ///     unsafe { cache.deallocate(object, &pages) }.unwrap();
+    /// }
+    /// let held = cache.stats().slabs;
+    /// assert!(held > 1, "the burst's slabs are kept for the next one");
+    /// assert_eq!(cache.reap(&pages), 0, "they were needed in this period");
+    /// assert_eq!(cache.reap(&pages), held - 1, "but not in the next");
+    /// # }
+    /// ```
+    pub fn reap<P: PageSource + ?Sized>(&mut self, pages: &P) -> usize {
+        let unneeded = self.empty_low;
+        let mut released = 0;
+        while released < unneeded && self.release_coldest_empty(pages) {
+            released += 1;
+        }
+        self.empty_low = self.empty_slabs;
+        self.busy_peak = self.full_slabs + self.partial_slabs + self.empty_slabs;
+        released
+    }
+
+    /// Slabs holding at least one object (quarantined slabs aside).
+    fn busy_slabs(&self) -> usize {
+        self.full_slabs + self.partial_slabs - usize::from(!self.idle.is_null())
     }
 
     /// A snapshot of the cache's usage.
@@ -452,6 +509,7 @@ impl SlabCache {
         let header = match self.empty.pop_front() {
             Some(slab) => {
                 self.empty_slabs -= 1;
+                self.empty_low = self.empty_low.min(self.empty_slabs);
                 // SAFETY: list pointers come from `list_ref` of non-null headers.
                 unsafe { NonNull::new_unchecked(UnsafeRef::into_raw(slab)) }
             }
@@ -463,6 +521,7 @@ impl SlabCache {
         unsafe { header.as_ref() }.state.set(SlabState::Partial);
         self.partial.push_front(list_ref(header));
         self.partial_slabs += 1;
+        self.busy_peak = self.busy_peak.max(self.busy_slabs());
         Ok(header)
     }
 
@@ -537,7 +596,7 @@ impl SlabCache {
         self.empty.push_front(list_ref(header));
         self.empty_slabs += 1;
         let idle = usize::from(!self.idle.is_null());
-        if self.empty_slabs + idle > self.max_empty_slabs {
+        if self.empty_slabs + idle > self.max_empty_slabs.min(self.busy_peak) {
             self.release_coldest_empty(pages);
         }
     }
@@ -557,6 +616,7 @@ impl SlabCache {
         match unsafe { pages.deallocate_pages(memory, g.slab_pages) } {
             Ok(()) => {
                 self.empty_slabs -= 1;
+                self.empty_low = self.empty_low.min(self.empty_slabs);
                 self.objects_free -= g.capacity;
                 true
             }

@@ -119,9 +119,10 @@ impl fmt::Debug for Hardening {
 const DEFAULT_SECRET: u64 = 0x9e37_79b9_7f4a_7c15;
 /// The default seed of the free-list shuffle when the caller gives none.
 const DEFAULT_SEED: u64 = 0x2545_f491_4f6c_dd1d;
-/// Empty slabs a cache keeps for reuse before it gives further ones back
-/// during frees, unless configured otherwise.
-pub const DEFAULT_MAX_EMPTY_SLABS: usize = 2;
+/// The default cap on empty slabs a cache keeps for reuse: none of its own,
+/// so a cache keeps as many as it had slabs in use at its busiest since the
+/// last [`reap`](crate::SlabCache::reap) or [`shrink`](crate::SlabCache::shrink).
+pub const DEFAULT_MAX_EMPTY_SLABS: usize = usize::MAX;
 
 /// What a [`SlabCache`](crate::SlabCache) is asked to build: object size and
 /// alignment, hardening switches, secret and seed. Built with `const`
@@ -186,9 +187,10 @@ impl SlabConfig {
         self
     }
 
-    /// How many empty slabs the cache keeps before frees start giving
-    /// emptied slabs back to the page source ([`shrink`](crate::SlabCache::shrink)
-    /// gives back the rest).
+    /// At most how many empty slabs the cache keeps for reuse, below its
+    /// busy peak; frees give further emptied slabs back to the page source
+    /// ([`shrink`](crate::SlabCache::shrink) gives back the rest). Kernels
+    /// short of memory cap it; `0` keeps none.
     #[must_use]
     pub const fn with_max_empty_slabs(mut self, slabs: usize) -> Self {
         self.max_empty_slabs = slabs;

@@ -12,8 +12,10 @@
 //!   header is always in-slab, at the start (see the `slab` module docs); no
 //!   memory outside the slabs is used. Slabs sit on full, partial and empty
 //!   lists (`intrusive-collections`, linked through the headers); allocation
-//!   prefers the most used partial slab, and [`SlabCache::shrink`] gives
-//!   empty slabs back.
+//!   prefers the most used partial slab. Empty slabs are kept for reuse up
+//!   to the most the cache had in use at once; [`SlabCache::reap`], run from
+//!   a periodic timer, gives back those that stayed unused for a period, and
+//!   [`SlabCache::shrink`] all of them.
 //! - [`PerCpuCache`]: the `&self` front for many CPUs: Bonwick's per-CPU
 //!   loaded/previous magazines of [`MAGAZINE_ROUNDS`] object pointers over a
 //!   depot of full magazines and the slab cache, under the

@@ -164,6 +164,13 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
         depot.cache.shrink(0, pages)
     }
 
+    /// Gives back the empty slabs that no allocation needed since the
+    /// previous reap, as [`SlabCache::reap`]; objects cached in magazines
+    /// stay. Returns the slabs given back.
+    pub fn reap<P: PageSource + ?Sized>(&self, pages: &P) -> usize {
+        self.depot.lock().cache.reap(pages)
+    }
+
     /// A consistent snapshot: every CPU's lock and the depot's are held
     /// together while counting.
     pub fn stats(&self) -> CacheStats {

@@ -348,3 +348,30 @@ fn many_frees_of_one_class_flush_to_the_slabs_and_nothing_is_lost() {
     heap.shrink();
     assert_eq!(pages.0.load(Ordering::Relaxed), 0, "every page back");
 }
+
+#[test]
+fn a_burst_keeps_its_slabs_until_two_reaps_pass_without_use() {
+    let mut heap: Heap<&CountedPages> = Heap::new();
+    let pages = CountedPages::default();
+    heap.init(&pages).unwrap();
+    let small = layout(200, 8);
+    let class = small_class(200, 8).unwrap();
+    let burst = |heap: &mut Heap<&CountedPages>| {
+        let blocks: Vec<_> = (0..1000).map(|_| heap.allocate(small).unwrap()).collect();
+        for block in blocks {
+            // SAFETY: live, freed once.
+            unsafe { heap.deallocate(block, small) }.unwrap();
+        }
+    };
+    burst(&mut heap);
+    let held = heap.stats().classes[class].bytes_held;
+    assert!(held >= 1000 * 200, "the burst's slabs are kept: {held}");
+    burst(&mut heap);
+    assert_eq!(heap.stats().classes[class].bytes_held, held, "and reused");
+    assert_eq!(heap.reap(), 0, "every slab was used in this period");
+    let released = heap.reap();
+    assert!(released > 0 && released < held, "{released} of {held}");
+    assert!(heap.stats().classes[class].bytes_held < held / 10);
+    heap.shrink();
+    assert_eq!(pages.0.load(Ordering::Relaxed), 0, "every page back");
+}

@@ -97,6 +97,65 @@ fn frees_beyond_the_empty_slab_limit_give_slabs_back() {
     assert_eq!(pages.pages_out(), cache.slab_pages());
 }
 
+/// Allocates `count` objects, then frees them in order.
+fn burst(cache: &mut SlabCache, count: usize, pages: &TrackingPages) {
+    let objects: Vec<_> = (0..count).map(|_| cache.allocate(pages).unwrap()).collect();
+    for object in objects {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.deallocate(object, pages) }.unwrap();
+    }
+}
+
+#[test]
+fn a_repeated_burst_reuses_its_slabs_without_the_page_source() {
+    let pages = TrackingPages::new();
+    let mut cache = cache(256, 8, Hardening::DEFAULT);
+    let count = cache.objects_per_slab() * 10;
+    burst(&mut cache, count, &pages);
+    let held = pages.pages_out();
+    assert_eq!(
+        held,
+        10 * cache.slab_pages(),
+        "every slab of the burst is kept"
+    );
+    for _ in 0..5 {
+        burst(&mut cache, count, &pages);
+        assert_eq!(pages.pages_out(), held);
+    }
+    // A smaller use after a bigger burst keeps no more than the peak.
+    burst(&mut cache, count / 2, &pages);
+    assert!(pages.pages_out() <= held);
+    assert_consistent(&cache.stats(), &pages);
+}
+
+#[test]
+fn reap_gives_back_only_slabs_idle_for_a_whole_period() {
+    let pages = TrackingPages::new();
+    let mut cache = cache(256, 8, Hardening::DEFAULT);
+    let per_slab = cache.objects_per_slab();
+    burst(&mut cache, per_slab * 8, &pages);
+    assert_eq!(cache.stats().slabs, 8);
+    assert_eq!(
+        cache.reap(&pages),
+        0,
+        "the burst used every slab in this period"
+    );
+    // Next period: only three slabs' worth is needed.
+    burst(&mut cache, per_slab * 3, &pages);
+    let released = cache.reap(&pages);
+    assert_eq!(released, 5, "five slabs stayed empty all period");
+    assert_eq!(cache.stats().slabs, 3);
+    assert_consistent(&cache.stats(), &pages);
+    assert_eq!(
+        cache.reap(&pages),
+        2,
+        "a period without use drains all but the idle slab"
+    );
+    assert_eq!(cache.stats().slabs, 1);
+    cache.shrink(0, &pages);
+    assert_eq!(pages.pages_out(), 0);
+}
+
 #[test]
 fn allocation_prefers_the_most_used_partial_slab() {
     let pages = TrackingPages::new();
@@ -419,6 +478,10 @@ fn random_operations(size: usize, align: usize, hardening: Hardening, seed: u64)
             let stats = cache.stats();
             assert_eq!(stats.objects_in_use, live.len());
             assert_consistent(&stats, &pages);
+        }
+        if step % 1024 == 1023 {
+            cache.reap(&pages);
+            assert_consistent(&cache.stats(), &pages);
         }
     }
     for (object, _) in live.drain(..) {

@@ -309,3 +309,30 @@ fn threads_sharing_objects_never_get_one_twice() {
     cache.shrink(&pages);
     assert_eq!(pages.pages_out(), 0);
 }
+
+#[test]
+fn reap_gives_back_slabs_a_burst_left_behind_after_an_idle_period() {
+    let pages = TrackingPages::new();
+    let cache = per_cpu(512, Hardening::DEFAULT);
+    run_on(0);
+    // More than the magazines and depot can cache, so most go back to slabs.
+    let count = (2 + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS * 4;
+    let objects: Vec<_> = (0..count)
+        .map(|_| cache.allocate(&pages).unwrap())
+        .collect();
+    for object in objects {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.deallocate(object, &pages) }.unwrap();
+    }
+    let held = pages.pages_out();
+    assert_eq!(
+        cache.reap(&pages),
+        0,
+        "the burst used every slab in this period"
+    );
+    assert!(cache.reap(&pages) > 0);
+    assert!(pages.pages_out() < held);
+    assert_eq!(cache.stats().objects_in_use, 0);
+    cache.shrink(&pages);
+    assert_eq!(pages.pages_out(), 0);
+}
