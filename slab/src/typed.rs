@@ -133,6 +133,11 @@ impl<T> TypedCache<T> {
         self.cache.shrink(keep_empty_slabs, pages)
     }
 
+    /// As [`SlabCache::reap`].
+    pub fn reap<P: PageSource + ?Sized>(&mut self, pages: &P) -> usize {
+        self.cache.reap(pages)
+    }
+
     /// As [`SlabCache::stats`].
     pub fn stats(&self) -> CacheStats {
         self.cache.stats()
