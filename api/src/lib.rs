@@ -10,7 +10,9 @@
 //! - [`AllocError`], [`FreeError`], [`MapError`]: errors as values, one variant per cause.
 //! - [`Stats`]: a snapshot of an allocator's usage.
 //! - [`sync`]: `spin` in kernels, `loom` under `cfg(loom)`; [`Locked`] built on it.
-//! - [`CpuId`]: how a kernel tells per-CPU fronts which CPU is running.
+//! - [`CpuId`]: how a kernel tells per-CPU fronts which CPU is running;
+//!   [`PinnedCpu`]: the token of a context that has its CPU to itself, for
+//!   lock-free per-CPU paths.
 //!
 //! The crate is `#![no_std]` and never allocates.
 //!
@@ -48,9 +50,9 @@ pub mod sync;
 pub mod x86_64_adapter;
 
 pub use addr::{PhysAddr, VirtAddr, align_down, align_up, is_power_of_two};
-pub use cpu::CpuId;
 #[cfg(feature = "std")]
 pub use cpu::ThreadCpuId;
+pub use cpu::{CpuId, PinnedCpu};
 pub use error::{AddrError, AllocError, FreeError, MapError};
 pub use frame::{FRAME_SHIFT, FRAME_SIZE, Frame, FrameRange, SIZE_1GIB, SIZE_2MIB, SIZE_4KIB};
 pub use frame_allocator::FrameAllocator;

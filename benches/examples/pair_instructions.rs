@@ -16,7 +16,9 @@
 use std::hint::black_box;
 
 use kalloc_benches::host::Host;
-use kalloc_benches::object::{KallocPerCpuSlab, KallocSlab, ObjectCacheBench, SlabmallocPeer};
+use kalloc_benches::object::{
+    KallocPerCpuSlab, KallocPinnedSlab, KallocSlab, ObjectCacheBench, SlabmallocPeer,
+};
 
 const OBJECT_BYTES: usize = 64;
 const WARM_UP_PAIRS: usize = 1_000;
@@ -39,11 +41,12 @@ fn main() {
     match name.as_str() {
         "kalloc-slab" => run::<KallocSlab>(pairs),
         "kalloc-slab-pcp" => run::<KallocPerCpuSlab>(pairs),
+        "kalloc-slab-pinned" => run::<KallocPinnedSlab>(pairs),
         "slabmalloc" => run::<SlabmallocPeer>(pairs),
         "mimalloc" => run::<Host<mimalloc::MiMalloc>>(pairs),
         "System" => run::<Host<std::alloc::System>>(pairs),
         other => panic!(
-            "unknown cache {other}: kalloc-slab, kalloc-slab-pcp, slabmalloc, mimalloc, System"
+            "unknown cache {other}: kalloc-slab, kalloc-slab-pcp, kalloc-slab-pinned, slabmalloc, mimalloc, System"
         ),
     }
 }

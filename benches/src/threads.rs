@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use kalloc_api::{FrameAllocator, Locked};
 
-use crate::cpu::set_current_cpu;
+use crate::cpu::{pinned_cpu, set_current_cpu};
 use crate::frame::{
     self, BitmapAllocatorPeer, BuddySystemFramePeer, FrameAllocBench, KallocAtomicBitmap,
     KallocBitmap, KallocBuddy, KallocPerCpuBuddy,
@@ -21,7 +21,7 @@ use crate::heap::{
 };
 use crate::host::HostAllocator;
 use crate::measure::{Batch, measure};
-use crate::object::{KallocPerCpuSlab, ObjectCacheBench, SlabmallocPeer};
+use crate::object::{KallocPerCpuSlab, ObjectCacheBench, PinnedSlabFront, SlabmallocPeer};
 use crate::rng::Rng;
 use crate::suite::{Config, Entry, Family, Metric, Sink, WorkloadInfo, run_family};
 
@@ -138,6 +138,7 @@ const OBJECT_ENTRIES: &[Entry<ThreadWorkload>] = &[
     entry::<SharedHost<std::alloc::System, true>>(),
     entry::<SharedHost<mimalloc::MiMalloc, true>>(),
     entry::<KallocPerCpuSlab>(),
+    entry::<SharedPinnedSlab>(),
 ];
 
 const HEAP_ENTRIES: &[Entry<ThreadWorkload>] = &[
@@ -368,6 +369,47 @@ impl ConcurrentBench for KallocPerCpuSlab {
         self.alloc_shared()
             .map(|o| unsafe { self.free_shared(black_box(o)) })
             .is_some()
+    }
+}
+
+/// `kalloc_slab::PinnedPerCpuCache` shared by the workers, each pinned to
+/// its own CPU slot (see [`pinned_cpu`]).
+pub struct SharedPinnedSlab {
+    cache: PinnedSlabFront,
+    pages: kalloc_slab::HostPages,
+}
+
+impl ConcurrentBench for SharedPinnedSlab {
+    const NAME: &'static str = "kalloc-slab-pinned";
+    const OURS: bool = true;
+    fn new() -> Self {
+        let config = kalloc_slab::SlabConfig::new(THREAD_OBJECT_BYTES, crate::host::OBJECT_ALIGN);
+        Self {
+            cache: PinnedSlabFront::new(config).expect("slab configuration"),
+            pages: kalloc_slab::HostPages::new(),
+        }
+    }
+    #[inline]
+    fn pair(&self, _: u64) -> bool {
+        let cpu = pinned_cpu();
+        let Ok(object) = self.cache.allocate(&cpu, &self.pages) else {
+            return false;
+        };
+        // SAFETY: just allocated from this cache, freed once.
+        let freed = unsafe { self.cache.deallocate(&cpu, black_box(object), &self.pages) };
+        freed.is_ok()
+    }
+}
+
+impl Drop for SharedPinnedSlab {
+    fn drop(&mut self) {
+        for index in 0..crate::cpu::BENCH_CPUS {
+            // SAFETY: `&mut self`: the workers are gone, this thread is the
+            // only user of every slot.
+            let cpu = unsafe { kalloc_api::PinnedCpu::new(index) };
+            self.cache.flush_cpu(&cpu, &self.pages);
+        }
+        self.cache.shrink(&self.pages);
     }
 }
 

@@ -20,6 +20,9 @@
 //!   loaded/previous magazines of [`MAGAZINE_ROUNDS`] object pointers over a
 //!   depot of full magazines and the slab cache, under the
 //!   [`sync`](kalloc_api::sync) shim's locks (model-checked with loom).
+//! - [`PinnedPerCpuCache`]: the same magazines without a lock on the fast
+//!   path, for kernels that call it with preemption off and say so with a
+//!   [`PinnedCpu`](kalloc_api::PinnedCpu) token.
 //! - [`TypedCache`]: a cache of `T`s returning owned [`SlabBox`] handles.
 //! - [`Hardening`]: obfuscated and validated free-list links
 //!   (`SLAB_FREELIST_HARDENED`), randomised free-list order in new slabs
@@ -79,6 +82,7 @@ mod geometry;
 mod host;
 mod magazine;
 mod per_cpu;
+mod pinned;
 mod slab;
 mod stats;
 #[cfg(all(test, not(loom)))]
@@ -93,6 +97,7 @@ pub use geometry::{MAX_SLAB_BYTES, MAX_SLAB_ORDER, RED_ZONE_BYTES};
 pub use host::HostPages;
 pub use magazine::{DEPOT_MAGAZINES, MAGAZINE_ROUNDS};
 pub use per_cpu::PerCpuCache;
+pub use pinned::PinnedPerCpuCache;
 pub use slab::{POISON_FREE_BYTE, RED_ZONE_BYTE};
 pub use stats::CacheStats;
 pub use typed::{SlabBox, TypedCache};

@@ -3,9 +3,11 @@
 
 use core::ptr::NonNull;
 
+use kalloc_api::sync::Mutex;
 use kalloc_api::{AllocError, PageSource};
 
-use crate::cache::SlabCache;
+use crate::cache::{SlabCache, handout_checks};
+use crate::slab::SlabFormat;
 
 /// Object pointers one magazine holds (4 under loom, so models reach the
 /// depot paths in a few steps).
@@ -108,6 +110,70 @@ impl CpuMagazines {
     /// Both magazines, for flushing and counting.
     pub(crate) fn both(&mut self) -> [&mut Magazine; 2] {
         [&mut self.loaded, &mut self.previous]
+    }
+
+    /// The loaded magazine is empty: swap in the previous one if it has
+    /// objects, else trade with the depot, else fill from the slabs.
+    #[cold]
+    pub(crate) fn refill<P: PageSource + ?Sized>(
+        &mut self,
+        depot: &Mutex<Depot>,
+        pages: &P,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if self.previous.rounds() > 0 {
+            self.swap();
+        } else {
+            let mut depot = depot.lock();
+            if !depot.exchange_empty(&mut self.loaded) {
+                depot.fill(&mut self.loaded, REFILL_ROUNDS, pages)?;
+            }
+        }
+        self.loaded.pop().ok_or(AllocError::OutOfMemory)
+    }
+
+    /// The loaded magazine is full: swap in the previous one if it has room,
+    /// else stock the full one in the depot, else return half to the slabs;
+    /// then push `object`.
+    #[cold]
+    pub(crate) fn spill<P: PageSource + ?Sized>(
+        &mut self,
+        depot: &Mutex<Depot>,
+        object: NonNull<u8>,
+        pages: &P,
+    ) {
+        if !self.previous.is_full() {
+            self.swap();
+        } else {
+            let mut depot = depot.lock();
+            if !depot.exchange_full(&mut self.loaded) {
+                depot.flush(&mut self.loaded, MAGAZINE_ROUNDS / 2, pages);
+            }
+        }
+        // Cannot fail: room was made above.
+        let _ = self.loaded.push(object);
+    }
+}
+
+/// Hands out `object` after the per-object checks; objects failing them are
+/// quarantined and reported, and another is taken from the slabs.
+#[cold]
+pub(crate) fn handout_checked<P: PageSource + ?Sized>(
+    format: &SlabFormat,
+    depot: &Mutex<Depot>,
+    mut object: NonNull<u8>,
+    pages: &P,
+) -> Result<NonNull<u8>, AllocError> {
+    loop {
+        // SAFETY: `object` came off a magazine or slab of this cache and
+        // nobody else holds it.
+        match unsafe { handout_checks(format, object) } {
+            Ok(()) => return Ok(object),
+            Err(error) => {
+                let mut depot = depot.lock();
+                depot.cache.quarantine_object(object, error);
+                object = depot.cache.take(pages)?;
+            }
+        }
     }
 }
 

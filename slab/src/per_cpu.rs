@@ -24,10 +24,10 @@ use core::ptr::NonNull;
 use kalloc_api::sync::Mutex;
 use kalloc_api::{AllocError, CpuId, FreeError, PageSource};
 
-use crate::cache::{SlabCache, handout_checks};
+use crate::cache::SlabCache;
 use crate::checks;
 use crate::config::SlabConfig;
-use crate::magazine::{CpuMagazines, Depot, MAGAZINE_ROUNDS, REFILL_ROUNDS};
+use crate::magazine::{CpuMagazines, Depot, MAGAZINE_ROUNDS, handout_checked};
 use crate::slab::SlabFormat;
 use crate::stats::CacheStats;
 
@@ -196,7 +196,7 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
         let mut magazines = slot.0.lock();
         match magazines.loaded.pop() {
             Some(object) => Ok(object),
-            None => self.refill(&mut magazines, pages),
+            None => magazines.refill(&self.depot, pages),
         }
     }
 
@@ -220,51 +220,9 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
             return Err(FreeError::DoubleFree);
         }
         if let Err(object) = loaded.push(object) {
-            self.spill(&mut magazines, object, pages);
+            magazines.spill(&self.depot, object, pages);
         }
         Ok(())
-    }
-
-    /// The loaded magazine is empty: swap in the previous one if it has
-    /// objects, else trade with the depot, else fill from the slabs.
-    #[cold]
-    fn refill<P: PageSource + ?Sized>(
-        &self,
-        magazines: &mut CpuMagazines,
-        pages: &P,
-    ) -> Result<NonNull<u8>, AllocError> {
-        if magazines.previous.rounds() > 0 {
-            magazines.swap();
-        } else {
-            let mut depot = self.depot.lock();
-            let loaded = &mut magazines.loaded;
-            if !depot.exchange_empty(loaded) {
-                depot.fill(loaded, REFILL_ROUNDS, pages)?;
-            }
-        }
-        magazines.loaded.pop().ok_or(AllocError::OutOfMemory)
-    }
-
-    /// The loaded magazine is full: swap in the previous one if it has room,
-    /// else stock the full one in the depot, else return half to the slabs.
-    #[cold]
-    fn spill<P: PageSource + ?Sized>(
-        &self,
-        magazines: &mut CpuMagazines,
-        object: NonNull<u8>,
-        pages: &P,
-    ) {
-        if !magazines.previous.is_full() {
-            magazines.swap();
-        } else {
-            let mut depot = self.depot.lock();
-            let loaded = &mut magazines.loaded;
-            if !depot.exchange_full(loaded) {
-                depot.flush(loaded, MAGAZINE_ROUNDS / 2, pages);
-            }
-        }
-        // Cannot fail: room was made above.
-        let _ = magazines.loaded.push(object);
     }
 
     /// Allocation with per-object checks; failing objects are quarantined
@@ -272,21 +230,10 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
     #[cold]
     fn checked_handout<P: PageSource + ?Sized>(
         &self,
-        mut object: NonNull<u8>,
+        object: NonNull<u8>,
         pages: &P,
     ) -> Result<NonNull<u8>, AllocError> {
-        loop {
-            // SAFETY: `object` came off a magazine or slab of this cache and
-            // nobody else holds it.
-            match unsafe { handout_checks(&self.format, object) } {
-                Ok(()) => return Ok(object),
-                Err(error) => {
-                    let mut depot = self.depot.lock();
-                    depot.cache.quarantine_object(object, error);
-                    object = depot.cache.take(pages)?;
-                }
-            }
-        }
+        handout_checked(&self.format, &self.depot, object, pages)
     }
 
     /// Free with per-object checks.

@@ -149,6 +149,15 @@ pub const PER_CPU_SLAB: Family = Family {
     run: crate::adapters::slab::run_per_cpu_slab,
 };
 
+/// `kalloc-slab`'s pinned (lock-free) per-CPU front, one thread playing every
+/// CPU in turn.
+pub const PINNED_SLAB: Family = Family {
+    name: "pinned-slab",
+    profile: Profile::OBJECTS,
+    mix: Mix::CHURN,
+    run: crate::adapters::slab::run_pinned_slab,
+};
+
 /// `kalloc-heap`'s heap through its checked API, over a checking page source.
 pub const HEAP: Family = Family {
     name: "heap",

@@ -7,7 +7,7 @@ mod peers;
 use std::hint::black_box;
 use std::ptr::NonNull;
 
-pub use ours::{KallocPerCpuSlab, KallocSlab, PerCpuSlabFront};
+pub use ours::{KallocPerCpuSlab, KallocPinnedSlab, KallocSlab, PerCpuSlabFront, PinnedSlabFront};
 pub use peers::SlabmallocPeer;
 
 use crate::host::Host;
@@ -124,6 +124,7 @@ const ENTRIES: &[Entry<ObjectWorkload>] = &[
     entry::<Host<mimalloc::MiMalloc>>(),
     entry::<KallocSlab>(),
     entry::<KallocPerCpuSlab>(),
+    entry::<KallocPinnedSlab>(),
 ];
 
 /// Runs the selected object workloads on every cache.

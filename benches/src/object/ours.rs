@@ -3,10 +3,11 @@
 
 use std::ptr::NonNull;
 
-use kalloc_slab::{HostPages, PerCpuCache, SlabCache, SlabConfig};
+use kalloc_api::PinnedCpu;
+use kalloc_slab::{HostPages, PerCpuCache, PinnedPerCpuCache, SlabCache, SlabConfig};
 
 use super::ObjectCacheBench;
-use crate::cpu::{BENCH_CPUS, BenchCpu};
+use crate::cpu::{BENCH_CPUS, BenchCpu, pinned_cpu};
 use crate::host::OBJECT_ALIGN;
 
 /// `kalloc_slab::SlabCache` (the `&mut self` core) over host pages.
@@ -103,6 +104,52 @@ impl ObjectCacheBench for KallocPerCpuSlab {
 
 impl Drop for KallocPerCpuSlab {
     fn drop(&mut self) {
+        self.cache.shrink(&self.pages);
+    }
+}
+
+/// The pinned front measured: [`BENCH_CPUS`] magazine pairs.
+pub type PinnedSlabFront = PinnedPerCpuCache<BENCH_CPUS>;
+
+/// `kalloc_slab::PinnedPerCpuCache`: the per-CPU magazines without a lock,
+/// driven the way a kernel drives them with preemption off: one thread, its
+/// own CPU slot, a [`PinnedCpu`] token held for the whole run.
+pub struct KallocPinnedSlab {
+    cache: PinnedSlabFront,
+    cpu: PinnedCpu,
+    pages: HostPages,
+}
+
+impl ObjectCacheBench for KallocPinnedSlab {
+    const NAME: &'static str = "kalloc-slab-pinned";
+    const OURS: bool = true;
+
+    fn new(object_size: usize) -> Self {
+        let cache = PinnedPerCpuCache::new(SlabConfig::new(object_size, OBJECT_ALIGN))
+            .expect("slab configuration");
+        Self {
+            cache,
+            cpu: pinned_cpu(),
+            pages: HostPages::new(),
+        }
+    }
+
+    #[inline]
+    fn alloc(&mut self) -> Option<NonNull<u8>> {
+        self.cache.allocate(&self.cpu, &self.pages).ok()
+    }
+
+    #[inline]
+    unsafe fn free(&mut self, object: NonNull<u8>) {
+        // SAFETY: the caller's promise.
+        let freed = unsafe { self.cache.deallocate(&self.cpu, object, &self.pages) };
+        debug_assert!(freed.is_ok(), "{freed:?}");
+    }
+}
+
+impl Drop for KallocPinnedSlab {
+    fn drop(&mut self) {
+        self.cache.flush_cpu(&self.cpu, &self.pages);
         self.cache.shrink(&self.pages);
     }
 }

@@ -4,8 +4,10 @@
 use std::ptr::NonNull;
 
 use kalloc_api::sync::{AtomicUsize, Ordering};
-use kalloc_api::{AllocError, FreeError};
-use kalloc_slab::{CacheStats, Hardening, MAX_SLAB_BYTES, PerCpuCache, SlabCache, SlabConfig};
+use kalloc_api::{AllocError, FreeError, PinnedCpu};
+use kalloc_slab::{
+    CacheStats, Hardening, MAX_SLAB_BYTES, PerCpuCache, PinnedPerCpuCache, SlabCache, SlabConfig,
+};
 
 use crate::adapter::{Expect, ModelAllocator, Rules};
 use crate::driver::{Divergence, Summary, run};
@@ -84,6 +86,53 @@ impl<C: kalloc_api::CpuId> ObjectCache for &PerCpuCache<C, CPUS> {
 
     fn stats(&self) -> CacheStats {
         PerCpuCache::stats(self)
+    }
+}
+
+/// The pinned front driven from one thread that plays every CPU in turn:
+/// each allocation moves to the next CPU (one of them without a slot, served
+/// through the depot), and frees run on the CPU of the latest allocation, so
+/// objects go back on other CPUs than they came from while a free repeated
+/// at once still meets its object on top of the same magazine.
+struct RotatingPinned<'c> {
+    cache: &'c PinnedPerCpuCache<CPUS>,
+    cpu: usize,
+}
+
+impl RotatingPinned<'_> {
+    fn token(&self) -> PinnedCpu {
+        // SAFETY: one thread makes every token and uses each for one call,
+        // so no two contexts ever share a slot.
+        unsafe { PinnedCpu::new(self.cpu) }
+    }
+}
+
+impl ObjectCache for RotatingPinned<'_> {
+    fn allocate(&mut self, pages: &HostPages) -> Result<NonNull<u8>, AllocError> {
+        self.cpu = (self.cpu + 1) % (CPUS + 1);
+        self.cache.allocate(&self.token(), pages)
+    }
+
+    unsafe fn deallocate(
+        &mut self,
+        object: NonNull<u8>,
+        pages: &HostPages,
+    ) -> Result<(), FreeError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.cache.deallocate(&self.token(), object, pages) }
+    }
+
+    fn shrink(&mut self, pages: &HostPages) {
+        for index in 0..CPUS {
+            // SAFETY: as in `token`.
+            self.cache
+                .flush_cpu(&unsafe { PinnedCpu::new(index) }, pages);
+        }
+        self.cache.shrink(pages);
+    }
+
+    fn stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 }
 
@@ -262,6 +311,28 @@ pub fn run_per_cpu_slab(ops: &[Op]) -> Result<Summary, Divergence> {
     let mut adapter = SlabAdapter {
         object_size: cache.object_size() as u64,
         cache: &cache,
+        pages: &pages,
+        checks_every_free,
+        foreign: foreign_arena(),
+    };
+    run(&mut adapter, ops)
+}
+
+/// Runs `ops` on a [`PinnedPerCpuCache`] played by one thread that moves to
+/// another CPU at every allocation (one of them without a slot), with
+/// per-object checks, which the hostile frees need (as for the locked
+/// front); a shrink flushes every CPU first.
+pub fn run_pinned_slab(ops: &[Op]) -> Result<Summary, Divergence> {
+    let pages = HostPages::new(SOURCE_PAGES, SOURCE_ALIGN_PAGES);
+    let (config, checks_every_free) = config_for(ops, true);
+    let cache: PinnedPerCpuCache<CPUS> =
+        PinnedPerCpuCache::new(config).expect("valid object shape");
+    let mut adapter = SlabAdapter {
+        object_size: cache.object_size() as u64,
+        cache: RotatingPinned {
+            cache: &cache,
+            cpu: 0,
+        },
         pages: &pages,
         checks_every_free,
         foreign: foreign_arena(),
