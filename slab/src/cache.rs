@@ -317,6 +317,7 @@ impl SlabCache {
             empty_slabs: self.empty_slabs + idle,
             quarantined_slabs: self.quarantined_slabs,
             pages_held: slabs * g.slab_pages,
+            magazine_pages: 0,
             waste_bytes: slabs * g.waste_per_slab(),
             failed_allocations: self.failed_allocations,
             corruptions: self.corruptions,

@@ -7,14 +7,30 @@ use kalloc_api::sync::Mutex;
 use kalloc_api::{AllocError, PageSource};
 
 use crate::cache::{SlabCache, handout_checks};
+use crate::config::{Hardening, SlabConfig};
 use crate::slab::SlabFormat;
+use crate::stats::CacheStats;
 
 /// Object pointers one magazine holds (4 under loom, so models reach the
 /// depot paths in a few steps).
 pub const MAGAZINE_ROUNDS: usize = if cfg!(loom) { 4 } else { 32 };
-/// Full magazines the depot holds; further overflow goes back to the slabs
-/// (1 under loom).
-pub const DEPOT_MAGAZINES: usize = if cfg!(loom) { 1 } else { 8 };
+/// Full magazines the depot holds at most; further overflow goes back to
+/// the slabs (2 under loom and 12 under miri, so that models and the
+/// interpreter reach every path in a few steps). The first eight (one
+/// under loom) live in the
+/// depot itself, the rest in magazine-sized objects of a small internal
+/// slab cache on the same page source (Bonwick's magazine cache), so a
+/// burst of up to `DEPOT_MAGAZINES * MAGAZINE_ROUNDS` frees is absorbed
+/// without going back to the slabs, and an idle cache pays for none of it.
+pub const DEPOT_MAGAZINES: usize = if cfg!(loom) {
+    2
+} else if cfg!(miri) {
+    12
+} else {
+    64
+};
+/// Full magazines stored inside the depot (1 under loom).
+pub(crate) const INLINE_MAGAZINES: usize = if cfg!(loom) { 1 } else { 8 };
 /// Objects a CPU takes straight from the slabs when neither its magazines
 /// nor the depot have any: half a magazine, so the next frees find room.
 pub(crate) const REFILL_ROUNDS: usize = MAGAZINE_ROUNDS / 2;
@@ -124,7 +140,7 @@ impl CpuMagazines {
             self.swap();
         } else {
             let mut depot = depot.lock();
-            if !depot.exchange_empty(&mut self.loaded) {
+            if !depot.exchange_empty(&mut self.loaded, pages) {
                 depot.fill(&mut self.loaded, REFILL_ROUNDS, pages)?;
             }
         }
@@ -145,7 +161,7 @@ impl CpuMagazines {
             self.swap();
         } else {
             let mut depot = depot.lock();
-            if !depot.exchange_full(&mut self.loaded) {
+            if !depot.exchange_full(&mut self.loaded, pages) {
                 depot.flush(&mut self.loaded, MAGAZINE_ROUNDS / 2, pages);
             }
         }
@@ -177,34 +193,86 @@ pub(crate) fn handout_checked<P: PageSource + ?Sized>(
     }
 }
 
+/// A full magazine stored outside the depot, in an object of the depot's
+/// magazine cache, linked into a stack.
+struct StoredMagazine {
+    next: *mut StoredMagazine,
+    magazine: Magazine,
+}
+
+/// The magazine cache's objects: stored magazines, with hardened links.
+const STORED_MAGAZINES: SlabConfig =
+    SlabConfig::new(size_of::<StoredMagazine>(), align_of::<StoredMagazine>())
+        .with_hardening(Hardening::FREELIST_HARDENED);
+
 /// The shared layer under the CPUs: a bounded stock of full magazines and the
 /// slab cache they are filled from and flushed to. Always behind one lock,
 /// taken after a CPU's own lock, never before.
 pub(crate) struct Depot {
     pub(crate) cache: SlabCache,
-    full: [Magazine; DEPOT_MAGAZINES],
+    full: [Magazine; INLINE_MAGAZINES],
     full_count: usize,
+    /// Full magazines beyond the inline ones, newest first.
+    stored: *mut StoredMagazine,
+    stored_count: usize,
+    /// Where stored magazines live.
+    magazines: SlabCache,
 }
+
+// SAFETY: the stored magazines are objects of `magazines`, owned by the
+// depot alone and only reached through it (behind the fronts' depot lock).
+unsafe impl Send for Depot {}
 
 impl Depot {
     pub(crate) const fn new(cache: SlabCache) -> Self {
+        let magazines = match SlabCache::new(STORED_MAGAZINES) {
+            Ok(magazines) => magazines,
+            Err(_) => panic!("a stored magazine fits a slab"),
+        };
         Self {
             cache,
-            full: [Magazine::EMPTY; DEPOT_MAGAZINES],
+            full: [Magazine::EMPTY; INLINE_MAGAZINES],
             full_count: 0,
+            stored: core::ptr::null_mut(),
+            stored_count: 0,
+            magazines,
         }
     }
 
     /// Objects held in the depot's magazines.
     pub(crate) fn cached(&self) -> usize {
-        self.full[..self.full_count]
+        let inline: usize = self.full[..self.full_count]
             .iter()
             .map(Magazine::rounds)
-            .sum()
+            .sum();
+        let mut stored = 0;
+        let mut next = self.stored;
+        while !next.is_null() {
+            // SAFETY: the stack links live stored magazines only.
+            let entry = unsafe { &*next };
+            stored += entry.magazine.rounds();
+            next = entry.next;
+        }
+        inline + stored
     }
 
     /// Swaps the empty `magazine` for a full one; `false` if none is stocked.
-    pub(crate) fn exchange_empty(&mut self, magazine: &mut Magazine) -> bool {
+    pub(crate) fn exchange_empty<P: PageSource + ?Sized>(
+        &mut self,
+        magazine: &mut Magazine,
+        pages: &P,
+    ) -> bool {
+        if let Some(top) = NonNull::new(self.stored) {
+            // SAFETY: the top of the stack is a live stored magazine.
+            let entry = unsafe { top.as_ptr().read() };
+            *magazine = entry.magazine;
+            self.stored = entry.next;
+            self.stored_count -= 1;
+            // SAFETY: the object came from `magazines` and is not used again.
+            let freed = unsafe { self.magazines.deallocate(top.cast(), pages) };
+            debug_assert!(freed.is_ok(), "{freed:?}");
+            return true;
+        }
         let Some(last) = self.full_count.checked_sub(1) else {
             return false;
         };
@@ -213,15 +281,79 @@ impl Depot {
         true
     }
 
-    /// Stocks the full `magazine`, leaving it empty; `false` if the depot is full.
-    pub(crate) fn exchange_full(&mut self, magazine: &mut Magazine) -> bool {
-        let Some(slot) = self.full.get_mut(self.full_count) else {
+    /// Stocks the full `magazine`, leaving it empty; `false` if the depot is
+    /// full (or no room for another stored magazine could be had).
+    pub(crate) fn exchange_full<P: PageSource + ?Sized>(
+        &mut self,
+        magazine: &mut Magazine,
+        pages: &P,
+    ) -> bool {
+        if let Some(slot) = self.full.get_mut(self.full_count) {
+            *slot = *magazine;
+            magazine.rounds = 0;
+            self.full_count += 1;
+            return true;
+        }
+        if INLINE_MAGAZINES + self.stored_count >= DEPOT_MAGAZINES {
+            return false;
+        }
+        let Ok(object) = self.magazines.allocate(pages) else {
             return false;
         };
-        *slot = *magazine;
+        let entry = object.cast::<StoredMagazine>();
+        // SAFETY: a fresh object of the magazine cache, sized and aligned
+        // for a `StoredMagazine`.
+        unsafe {
+            entry.as_ptr().write(StoredMagazine {
+                next: self.stored,
+                magazine: *magazine,
+            });
+        }
+        self.stored = entry.as_ptr();
+        self.stored_count += 1;
         magazine.rounds = 0;
-        self.full_count += 1;
         true
+    }
+
+    /// Returns the stored magazines (those beyond the inline ones) to the
+    /// slabs: what an idle period leaves behind a burst.
+    pub(crate) fn flush_stored<P: PageSource + ?Sized>(&mut self, pages: &P) {
+        let mut magazine = Magazine::EMPTY;
+        while !self.stored.is_null() {
+            let stocked = self.exchange_empty(&mut magazine, pages);
+            debug_assert!(stocked);
+            self.flush(&mut magazine, MAGAZINE_ROUNDS, pages);
+        }
+    }
+
+    /// Returns every cached object to the slabs and gives every empty slab
+    /// back; returns the object slabs given back.
+    pub(crate) fn shrink<P: PageSource + ?Sized>(&mut self, pages: &P) -> usize {
+        self.flush_stock(pages);
+        self.magazines.shrink(0, pages);
+        self.cache.shrink(0, pages)
+    }
+
+    /// Flushes the stored magazines, then reaps the slabs as
+    /// [`SlabCache::reap`]; returns the object slabs given back.
+    pub(crate) fn reap<P: PageSource + ?Sized>(&mut self, pages: &P) -> usize {
+        self.flush_stored(pages);
+        self.magazines.reap(pages);
+        self.cache.reap(pages)
+    }
+
+    /// The slab cache's stats with `in_magazines` objects held by CPUs and
+    /// the depot's own counted as cached, and the magazine cache's pages as
+    /// held.
+    pub(crate) fn stats(&self, in_magazines: usize) -> CacheStats {
+        let cached = in_magazines + self.cached();
+        let mut stats = self.cache.stats();
+        stats.objects_in_use = stats.objects_in_use.saturating_sub(cached);
+        stats.objects_cached = cached;
+        let magazine_pages = self.magazines.stats().pages_held;
+        stats.magazine_pages = magazine_pages;
+        stats.pages_held += magazine_pages;
+        stats
     }
 
     /// Fills `magazine` with up to `rounds` objects from the slabs.
@@ -270,6 +402,7 @@ impl Depot {
 
     /// Returns every object in the depot's magazines to the slabs.
     pub(crate) fn flush_stock<P: PageSource + ?Sized>(&mut self, pages: &P) {
+        self.flush_stored(pages);
         while let Some(last) = self.full_count.checked_sub(1) {
             let mut magazine = self.full[last];
             self.full_count = last;

@@ -17,7 +17,8 @@
 //!
 //! Memory held in magazines is bounded by
 //! `(2 * CPUS + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS` objects;
-//! [`shrink`](PerCpuCache::shrink) flushes it all back.
+//! [`reap`](PerCpuCache::reap) flushes the depot's stored magazines and
+//! [`shrink`](PerCpuCache::shrink) everything back.
 
 use core::ptr::NonNull;
 
@@ -160,15 +161,16 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
             }
         }
         let mut depot = self.depot.lock();
-        depot.flush_stock(pages);
-        depot.cache.shrink(0, pages)
+        depot.shrink(pages)
     }
 
-    /// Gives back the empty slabs that no allocation needed since the
-    /// previous reap, as [`SlabCache::reap`]; objects cached in magazines
-    /// stay. Returns the slabs given back.
+    /// Returns the depot's stored magazines (those beyond the ones it keeps
+    /// inline: what a burst left) to the slabs, then gives back the empty
+    /// slabs that no allocation needed since the previous reap, as
+    /// [`SlabCache::reap`]. CPUs' own magazines stay. Returns the slabs
+    /// given back.
     pub fn reap<P: PageSource + ?Sized>(&self, pages: &P) -> usize {
-        self.depot.lock().cache.reap(pages)
+        self.depot.lock().reap(pages)
     }
 
     /// A consistent snapshot: every CPU's lock and the depot's are held
@@ -180,11 +182,7 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
             .iter_mut()
             .flat_map(|magazines| magazines.both().map(|m| m.rounds()))
             .sum();
-        let cached = in_magazines + depot.cached();
-        let mut stats = depot.cache.stats();
-        stats.objects_in_use -= cached;
-        stats.objects_cached = cached;
-        stats
+        depot.stats(in_magazines)
     }
 
     /// An object from this CPU's magazines, refilled when empty.

@@ -242,14 +242,16 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
     /// magazines stay there (see [`flush_cpu`](Self::flush_cpu)).
     pub fn shrink<P: PageSource + ?Sized>(&self, pages: &P) -> usize {
         let mut depot = self.depot.lock();
-        depot.flush_stock(pages);
-        depot.cache.shrink(0, pages)
+        depot.shrink(pages)
     }
 
-    /// Gives back the empty slabs that no allocation needed since the
-    /// previous reap, as [`SlabCache::reap`]. Returns the slabs given back.
+    /// Returns the depot's stored magazines (those beyond the ones it keeps
+    /// inline: what a burst left) to the slabs, then gives back the empty
+    /// slabs that no allocation needed since the previous reap, as
+    /// [`SlabCache::reap`]. CPUs' own magazines stay. Returns the slabs
+    /// given back.
     pub fn reap<P: PageSource + ?Sized>(&self, pages: &P) -> usize {
-        self.depot.lock().cache.reap(pages)
+        self.depot.lock().reap(pages)
     }
 
     /// A snapshot of the cache's usage; objects in CPUs' magazines are
@@ -259,11 +261,7 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
     pub fn stats(&self) -> CacheStats {
         let in_magazines: usize = self.cpus.iter().map(PinnedSlot::cached).sum();
         let depot = self.depot.lock();
-        let cached = in_magazines + depot.cached();
-        let mut stats = depot.cache.stats();
-        stats.objects_in_use = stats.objects_in_use.saturating_sub(cached);
-        stats.objects_cached = cached;
-        stats
+        depot.stats(in_magazines)
     }
 
     /// Puts `object` into `cpu`'s magazines, spilling when full.

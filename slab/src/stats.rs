@@ -45,8 +45,12 @@ pub struct CacheStats {
     pub empty_slabs: usize,
     /// Slabs whose free list was found corrupted; never used or given back.
     pub quarantined_slabs: usize,
-    /// Pages taken from the page source and not given back.
+    /// Pages taken from the page source and not given back: the slabs'
+    /// and [`magazine_pages`](Self::magazine_pages).
     pub pages_held: usize,
+    /// Pages a per-CPU front's depot holds for full magazines beyond those
+    /// stored in the depot itself (0 for a plain cache).
+    pub magazine_pages: usize,
     /// Bytes of the held pages that can never hold caller data: slab
     /// headers, bitmaps, padding, red zones and slab tails (free slots are
     /// not waste).

@@ -9,7 +9,7 @@ use kalloc_api::{AllocError, FreeError};
 
 use super::PerCpuCache;
 use crate::config::{Hardening, SlabConfig};
-use crate::magazine::{DEPOT_MAGAZINES, MAGAZINE_ROUNDS};
+use crate::magazine::{DEPOT_MAGAZINES, INLINE_MAGAZINES, MAGAZINE_ROUNDS};
 use crate::test_support::{TrackingPages, XorShift};
 
 std::thread_local! {
@@ -316,7 +316,7 @@ fn reap_gives_back_slabs_a_burst_left_behind_after_an_idle_period() {
     let cache = per_cpu(512, Hardening::DEFAULT);
     run_on(0);
     // More than the magazines and depot can cache, so most go back to slabs.
-    let count = (2 + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS * 4;
+    let count = (2 + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS * 2;
     let objects: Vec<_> = (0..count)
         .map(|_| cache.allocate(&pages).unwrap())
         .collect();
@@ -333,6 +333,53 @@ fn reap_gives_back_slabs_a_burst_left_behind_after_an_idle_period() {
     assert!(cache.reap(&pages) > 0);
     assert!(pages.pages_out() < held);
     assert_eq!(cache.stats().objects_in_use, 0);
+    cache.shrink(&pages);
+    assert_eq!(pages.pages_out(), 0);
+}
+
+#[test]
+fn a_burst_is_absorbed_by_stored_magazines_and_reap_returns_them() {
+    let pages = TrackingPages::new();
+    let cache = per_cpu(128, Hardening::DEFAULT);
+    run_on(0);
+    let count = (2 + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS;
+    let objects: Vec<_> = (0..count)
+        .map(|_| cache.allocate(&pages).unwrap())
+        .collect();
+    for object in objects {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.deallocate(object, &pages) }.unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.objects_in_use, 0);
+    assert_eq!(
+        stats.objects_cached, count,
+        "every object cached: {stats:?}"
+    );
+    assert!(stats.magazine_pages > 0, "{stats:?}");
+    assert_eq!(
+        stats.pages_held,
+        stats.slabs * stats.pages_per_slab + stats.magazine_pages
+    );
+    assert_eq!(stats.pages_held, pages.pages_out());
+    // The next burst comes from the stored magazines, not the slabs.
+    let again: Vec<_> = (0..count)
+        .map(|_| cache.allocate(&pages).unwrap())
+        .collect();
+    let distinct: HashSet<usize> = again.iter().map(|o| o.addr().get()).collect();
+    assert_eq!(distinct.len(), count);
+    assert_eq!(cache.stats().slabs, stats.slabs, "no slab was added");
+    for object in again {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.deallocate(object, &pages) }.unwrap();
+    }
+    cache.reap(&pages);
+    let reaped = cache.stats();
+    assert!(
+        reaped.objects_cached <= (2 + INLINE_MAGAZINES) * MAGAZINE_ROUNDS,
+        "{reaped:?}"
+    );
+    assert_eq!(reaped.objects_in_use, 0);
     cache.shrink(&pages);
     assert_eq!(pages.pages_out(), 0);
 }

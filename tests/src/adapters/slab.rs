@@ -221,7 +221,8 @@ impl<C: ObjectCache> ModelAllocator for SlabAdapter<'_, C> {
             ));
         }
         let outstanding = self.pages.outstanding_pages();
-        if stats.pages_held != outstanding || stats.slabs * stats.pages_per_slab != outstanding {
+        let slab_pages = stats.slabs * stats.pages_per_slab;
+        if stats.pages_held != outstanding || slab_pages + stats.magazine_pages != outstanding {
             return Err(format!(
                 "the cache says it holds {} pages in {} slabs; the page source has {outstanding} out",
                 stats.pages_held, stats.slabs
