@@ -177,8 +177,9 @@ impl Span {
     /// a leaf word index absolutely aligned to `words_align` words.
     #[inline]
     pub(crate) const fn word_phase(self, words_align: usize) -> usize {
+        // `words_align` is a power of two: masks, not divisions, on this path.
         let origin_word = (self.origin >> WORD_SHIFT) as usize;
-        (words_align - origin_word % words_align) % words_align
+        words_align.wrapping_sub(origin_word) & (words_align - 1)
     }
 }
 
@@ -219,14 +220,27 @@ pub(crate) const fn run_starts(word: u64, count: usize) -> u64 {
     starts
 }
 
-/// In-word positions that are multiples of `align` (a power of two up to 64).
+/// [`align_mask`] for alignments 1, 2, 4, ... 64, by `trailing_zeros`.
+const ALIGN_MASKS: [u64; 7] = [
+    u64::MAX,
+    0x5555_5555_5555_5555,
+    0x1111_1111_1111_1111,
+    0x0101_0101_0101_0101,
+    0x0001_0001_0001_0001,
+    0x0000_0001_0000_0001,
+    1,
+];
+
+/// In-word positions that are multiples of `align` (a power of two; 64 and
+/// above give bit 0 only). A table, not a division: this runs on every
+/// search for a run.
 #[inline]
 pub(crate) const fn align_mask(align: usize) -> u64 {
-    if align >= FRAMES_PER_WORD {
+    let log = align.trailing_zeros() as usize;
+    if log >= ALIGN_MASKS.len() {
         1
     } else {
-        // 0b..0001_0001 for align 4: all-ones divided by a run of `align` ones.
-        u64::MAX / (u64::MAX >> (FRAMES_PER_WORD - align))
+        ALIGN_MASKS[log]
     }
 }
 
@@ -331,6 +345,9 @@ mod tests {
         assert_eq!(align_mask(8), 0x0101_0101_0101_0101);
         assert_eq!(align_mask(32), 0x0000_0001_0000_0001);
         assert_eq!(align_mask(64), 1);
+        assert_eq!(align_mask(4), 0x1111_1111_1111_1111);
+        assert_eq!(align_mask(16), 0x0001_0001_0001_0001);
+        assert_eq!(align_mask(1 << 20), 1);
     }
 
     #[test]

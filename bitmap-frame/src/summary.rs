@@ -7,7 +7,7 @@
 //! the top level, which is 17 words for 16 GiB of frames: the search cost does
 //! not grow with how full the bitmap is.
 
-use crate::layout::{FRAMES_PER_WORD, WORD_SHIFT, word_masks};
+use crate::layout::{FRAMES_PER_WORD, WORD_SHIFT, align_mask, word_masks};
 
 /// A set of leaf-word indices stored as a bitmap with a summary of its own.
 ///
@@ -151,6 +151,46 @@ impl<'a> Summary<'a> {
         None
     }
 
+    /// The first index `i` in `[lo, hi)` with `i % align == phase` such that
+    /// `i..i + len` are all members, testing a whole summary word of
+    /// candidates at a time: the bits that start `len` consecutive members
+    /// come from `len`'s binary doubling of shifted ANDs over the word and
+    /// the next, masked to the aligned positions. `len` and `align` are at
+    /// most 64, `align` a power of two and `phase < align`.
+    pub(crate) fn first_aligned_run(
+        &self,
+        len: usize,
+        align: usize,
+        phase: usize,
+        lo: usize,
+        hi: usize,
+    ) -> Option<usize> {
+        debug_assert!((1..=FRAMES_PER_WORD).contains(&len));
+        debug_assert!(align.is_power_of_two() && align <= FRAMES_PER_WORD && phase < align);
+        if lo >= hi {
+            return None;
+        }
+        // Aligned positions inside any summary word: word bases are multiples of 64.
+        let aligned = align_mask(align) << phase;
+        let (first, last) = (lo >> WORD_SHIFT, (hi - 1) >> WORD_SHIFT);
+        let mut here = *self.bits.get(first)?;
+        for word in first..=last.min(self.bits.len() - 1) {
+            let next = self.bits.get(word + 1).copied().unwrap_or(0);
+            let mut starts = run_starts_across(here, next, len) & aligned;
+            if word == first {
+                starts &= u64::MAX << (lo % FRAMES_PER_WORD);
+            }
+            if word == last {
+                starts &= u64::MAX >> (FRAMES_PER_WORD - 1 - (hi - 1) % FRAMES_PER_WORD);
+            }
+            if starts != 0 {
+                return Some((word << WORD_SHIFT) + starts.trailing_zeros() as usize);
+            }
+            here = next;
+        }
+        None
+    }
+
     /// Members, counted (for invariant checks).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -164,6 +204,20 @@ impl<'a> Summary<'a> {
             (*bits != 0) == (self.top[word >> WORD_SHIFT] >> (word % 64) & 1 != 0)
         })
     }
+}
+
+/// Bits `p` of `low` that start `len` consecutive set bits of the 128-bit
+/// value `high:low` (`len` in 1..=64), so runs may end in `high`.
+#[inline]
+fn run_starts_across(low: u64, high: u64, len: usize) -> u64 {
+    let mut runs = u128::from(low) | u128::from(high) << FRAMES_PER_WORD;
+    let mut have = 1;
+    while have < len {
+        let step = have.min(len - have);
+        runs &= runs >> step;
+        have += step;
+    }
+    runs as u64
 }
 
 #[cfg(test)]
@@ -187,6 +241,44 @@ mod tests {
         assert_eq!(set.next_wrapping(64 * 70 + 2), Some(3));
         assert!(set.top_is_exact());
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn first_aligned_run_matches_a_plain_search() {
+        let mut bits = [0u64; 9];
+        let mut top = [0u64; 1];
+        let mut set = Summary::new(&mut bits, &mut top);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for index in 0..9 * 64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Long stretches of members with gaps, so long runs exist.
+            if state % 16 != 0 {
+                set.insert(index);
+            }
+        }
+        let plain =
+            |set: &Summary<'_>, len: usize, align: usize, phase: usize, lo: usize, hi: usize| {
+                (lo..hi).find(|&i| {
+                    i % align == phase
+                        && set.first_absent(i, i + len).is_none()
+                        && i + len <= 9 * 64
+                })
+            };
+        for len in [1, 2, 3, 5, 8, 13, 16, 31, 32, 64] {
+            for align in [1, 2, 4, 8, 16, 32, 64] {
+                for phase in [0, align / 2, align - 1] {
+                    for (lo, hi) in [(0, 9 * 64), (70, 300), (130, 131), (500, 9 * 64)] {
+                        assert_eq!(
+                            set.first_aligned_run(len, align, phase, lo, hi),
+                            plain(&set, len, align, phase, lo, hi),
+                            "len {len} align {align} phase {phase} in {lo}..{hi}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   mask keeps the aligned ones; a run may also straddle into the next word.
 //! - **Aligned to 64 frames or more** (2 MiB huge frames, DMA buffers): the run
 //!   starts on a word boundary, so it is whole free words plus a head of the
-//!   next; candidates come from the all-free summary, 64 words per test.
+//!   next; candidates come from the all-free summary. Runs of whole words (up
+//!   to 64 of them, 16 MiB) test 64 aligned candidates at once, by shifted
+//!   ANDs over the summary word.
 //! - **Longer than 64 frames at finer alignment**: a next-fit walk over the
 //!   stretches of free bits, skipping words without any.
 
@@ -91,6 +93,13 @@ impl BitmapFrameAllocator<'_> {
         let phase = self.span.word_phase(words_align);
         let whole = count >> WORD_SHIFT;
         let head = count % FRAMES_PER_WORD;
+        if head == 0 && whole <= FRAMES_PER_WORD && words_align <= FRAMES_PER_WORD {
+            // Whole words only: 64 candidates per test of the all-free summary.
+            return self
+                .all_free
+                .first_aligned_run(whole, words_align, phase, lo, hi)
+                .map(|word| word << WORD_SHIFT);
+        }
         // Enough free frames at the start of word `index` for the part after the whole words?
         let head_fits = |index: usize| {
             head == 0
