@@ -10,8 +10,8 @@ use kalloc_api::{AllocError, CpuId, Frame, FrameAllocator, FrameRange, FreeError
 use crate::bitmap::free_error;
 use crate::error::BitmapError;
 use crate::layout::{
-    FRAMES_PER_WORD, Geometry, Misfit, Span, WORD_SHIFT, atomic_storage_words, longest_free_run,
-    word_masks,
+    ALL_FREE, FRAMES_PER_WORD, Geometry, Misfit, Span, WORD_SHIFT, atomic_storage_words,
+    longest_free_run, word_masks,
 };
 use summary::Summary;
 
@@ -406,8 +406,21 @@ impl<'a, C: CpuId> AtomicBitmapFrameAllocator<'a, C> {
         }
         let mut freed = 0;
         let mut result = Ok(());
+        // Whole words freed so far, whose summary bits are set together below.
+        let mut whole = start.div_ceil(FRAMES_PER_WORD)..start.div_ceil(FRAMES_PER_WORD);
         for (index, mask) in word_masks(start, end) {
-            match self.release(index, mask) {
+            let released = if mask == ALL_FREE {
+                // A word wholly in use has nothing another CPU could claim:
+                // one exchange from 0 frees it, and any other value is a
+                // double free.
+                self.words[index]
+                    .compare_exchange(0, ALL_FREE, Ordering::AcqRel, Ordering::Relaxed)
+                    .map(|_| whole.end = index + 1)
+                    .map_err(|_| FreeError::DoubleFree)
+            } else {
+                self.release(index, mask)
+            };
+            match released {
                 Ok(()) => freed += mask.count_ones() as usize,
                 Err(error) => {
                     result = Err(error);
@@ -415,6 +428,7 @@ impl<'a, C: CpuId> AtomicBitmapFrameAllocator<'a, C> {
                 }
             }
         }
+        self.summary.publish_range(whole.start, whole.end);
         slot.free_delta.fetch_add(freed, Ordering::Relaxed);
         result
     }

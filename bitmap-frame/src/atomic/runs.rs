@@ -110,7 +110,16 @@ impl<C: CpuId> AtomicBitmapFrameAllocator<'_, C> {
         }
         let mut claimed = start;
         for (index, mask) in pieces {
-            if !self.claim(index, mask) {
+            let taken = if mask == ALL_FREE {
+                // Whole words are taken with one exchange each; their summary
+                // bits are withdrawn together once the run is ours.
+                self.words[index]
+                    .compare_exchange(ALL_FREE, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            } else {
+                self.claim(index, mask)
+            };
+            if !taken {
                 for (index, mask) in (start..claimed).map(|index| (index, ALL_FREE)) {
                     let _rolled_back = self.release(index, mask);
                     debug_assert!(
@@ -122,6 +131,7 @@ impl<C: CpuId> AtomicBitmapFrameAllocator<'_, C> {
             }
             claimed = index + 1;
         }
+        self.summary.withdraw_range(start, end, self.words);
         Ok(())
     }
 }

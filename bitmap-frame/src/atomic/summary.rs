@@ -15,7 +15,8 @@
 //! - [`publish`](Summary::publish): whoever turns a leaf word from 0 (no free
 //!   frame) to non-zero (a free, or a claim rolled back) sets the word's
 //!   summary bit *after* that leaf update, and the top bit when the summary
-//!   word was 0.
+//!   word was 0. A free of whole words sets their bits together after all
+//!   of its leaf updates ([`publish_range`](Summary::publish_range)).
 //! - [`withdraw`](Summary::withdraw): whoever sees a leaf word at 0 clears
 //!   its summary bit, then reads the leaf again and publishes it when a free
 //!   came in between; likewise one level up.
@@ -31,7 +32,7 @@
 //! this needs only acquire/release read-modify-writes on the summary, which
 //! is also what loom checks (loom weakens `SeqCst` accesses to `AcqRel`).
 
-use crate::layout::{FRAMES_PER_WORD, WORD_SHIFT};
+use crate::layout::{FRAMES_PER_WORD, WORD_SHIFT, word_masks};
 use kalloc_api::sync::{AtomicU64, Ordering};
 
 /// One "may have a free frame" bit per leaf word, and one per summary word.
@@ -62,6 +63,47 @@ impl<'a> Summary<'a> {
         if before == 0 {
             let (top_word, top_bit) = split(word);
             self.top[top_word].fetch_or(top_bit, Ordering::AcqRel);
+        }
+    }
+
+    /// Leaf words `start..end` have each just gone from no free frame to
+    /// some: [`publish`](Self::publish) for all of them, one read-modify-write
+    /// per summary word.
+    #[inline]
+    pub(crate) fn publish_range(&self, start: usize, end: usize) {
+        for (word, bits) in word_masks(start, end) {
+            let before = self.bits[word].fetch_or(bits, Ordering::AcqRel);
+            if before == 0 {
+                let (top_word, top_bit) = split(word);
+                self.top[top_word].fetch_or(top_bit, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Leaf words `start..end` of `leaves` were each just seen with no free
+    /// frame: [`withdraw`](Self::withdraw) for all of them, clearing their
+    /// bits with one read-modify-write per summary word before reading each
+    /// leaf again.
+    pub(crate) fn withdraw_range(&self, start: usize, end: usize, leaves: &[AtomicU64]) {
+        for (word, bits) in word_masks(start, end) {
+            let before = self.bits[word].fetch_and(!bits, Ordering::AcqRel);
+            let base = word << WORD_SHIFT;
+            // Bits already clear are another withdrawer's to recheck.
+            let mut cleared = before & bits;
+            while cleared != 0 {
+                let index = base + cleared.trailing_zeros() as usize;
+                if leaves[index].load(Ordering::Acquire) != 0 {
+                    self.publish(index);
+                }
+                cleared &= cleared - 1;
+            }
+            if before != 0 && before & !bits == 0 {
+                let (top_word, top_bit) = split(word);
+                self.top[top_word].fetch_and(!top_bit, Ordering::AcqRel);
+                if self.bits[word].load(Ordering::Acquire) != 0 {
+                    self.top[top_word].fetch_or(top_bit, Ordering::AcqRel);
+                }
+            }
         }
     }
 
