@@ -16,8 +16,8 @@ use crate::frame::{
     KallocBitmap, KallocBuddy, KallocPerCpuBuddy,
 };
 use crate::heap::{
-    self, BuddySystemHeapPeer, HeapBench, KallocLockedHeap, KallocPerCpuHeap, LinkedListPeer,
-    RlsfPeer, TalcPeer,
+    self, BuddySystemHeapPeer, HeapBench, KallocLockedHeap, KallocPerCpuHeap, KallocPinnedHeap,
+    LinkedListPeer, RlsfPeer, TalcPeer,
 };
 use crate::host::HostAllocator;
 use crate::measure::{Batch, measure};
@@ -150,6 +150,7 @@ const HEAP_ENTRIES: &[Entry<ThreadWorkload>] = &[
     entry::<SharedHost<mimalloc::MiMalloc, false>>(),
     entry::<KallocLockedHeap>(),
     entry::<KallocPerCpuHeap>(),
+    entry::<KallocPinnedHeap>(),
 ];
 
 /// Runs `threads` threads doing pairs on one `B`; ns per op is wall time over all pairs.
@@ -426,6 +427,24 @@ impl ConcurrentBench for KallocPerCpuHeap {
         // SAFETY: just allocated with `layout`.
         heap.allocate(layout)
             .map(|b| unsafe { heap.deallocate(black_box(b), layout) })
+            .is_ok()
+    }
+}
+
+impl ConcurrentBench for KallocPinnedHeap {
+    const NAME: &'static str = <Self as HeapBench>::NAME;
+    const OURS: bool = true;
+    fn new() -> Self {
+        <Self as HeapBench>::new(heap::HEAP_ARENA_BYTES)
+    }
+    #[inline]
+    fn pair(&self, word: u64) -> bool {
+        let layout = pair_layout(word);
+        let heap = self.shared();
+        let cpu = pinned_cpu();
+        // SAFETY: just allocated with `layout`.
+        heap.allocate(&cpu, layout)
+            .map(|b| unsafe { heap.deallocate(&cpu, black_box(b), layout) })
             .is_ok()
     }
 }

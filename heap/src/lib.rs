@@ -57,8 +57,10 @@ mod heap;
 mod locked;
 mod pages;
 mod per_cpu;
+mod pinned;
 mod provenance;
 mod recycle;
+mod shared;
 mod size_class;
 mod stats;
 mod tlsf;
@@ -70,6 +72,7 @@ pub use pages::NoPages;
 #[cfg(any(test, feature = "std"))]
 pub use pages::SystemPages;
 pub use per_cpu::PerCpuHeap;
+pub use pinned::PinnedPerCpuHeap;
 pub use size_class::{
     SMALL_CLASS_BYTES, SMALL_CLASS_COUNT, SMALL_MAX_BYTES, small_class, worst_case_waste_permille,
 };

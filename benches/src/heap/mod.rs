@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 
 pub use ours::{
     BUDDY_HEAP_ORDERS, KallocBuddyHeap, KallocHeap, KallocLockedHeap, KallocPerCpuHeap,
-    PerCpuHeapFront,
+    KallocPinnedHeap, PerCpuHeapFront, PinnedHeapFront,
 };
 pub use peers::{BuddySystemHeapPeer, LinkedListPeer, RlsfPeer, TalcPeer};
 
@@ -152,6 +152,7 @@ const ENTRIES: &[Entry<HeapWorkload>] = &[
     entry::<Host<mimalloc::MiMalloc>>(),
     entry::<KallocHeap>(),
     entry::<KallocPerCpuHeap>(),
+    entry::<KallocPinnedHeap>(),
     entry::<KallocBuddyHeap>(),
 ];
 
@@ -488,6 +489,7 @@ mod tests {
         blocks_are_valid_and_disjoint::<Host<mimalloc::MiMalloc>>();
         blocks_are_valid_and_disjoint::<KallocHeap>();
         blocks_are_valid_and_disjoint::<KallocPerCpuHeap>();
+        blocks_are_valid_and_disjoint::<KallocPinnedHeap>();
         blocks_are_valid_and_disjoint::<KallocBuddyHeap>();
     }
 

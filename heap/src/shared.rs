@@ -1,0 +1,346 @@
+//! The core the shared per-CPU heaps are built on: small size classes on
+//! per-CPU slab magazines, mid-size and large requests under one lock.
+//!
+//! [`PerCpuHeap`](crate::PerCpuHeap) and
+//! [`PinnedPerCpuHeap`](crate::PinnedPerCpuHeap) differ only in the class
+//! caches and in what names the CPU of a call: nothing for the first (its
+//! caches ask their `CpuId`), a [`PinnedCpu`] token for the second.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+
+use kalloc_api::sync::{AtomicUsize, Mutex, Ordering};
+use kalloc_api::{AllocError, CpuId, FreeError, PAGE_SIZE, PageSource, PinnedCpu, Stats};
+use kalloc_slab::{CacheStats, PerCpuCache, PinnedPerCpuCache};
+
+use crate::backend::{Backend, InitError};
+use crate::heap::OomHandler;
+use crate::pages::LockedBackendPages;
+use crate::provenance;
+use crate::size_class::{SMALL_CLASS_COUNT, class_bytes, small_class};
+use crate::stats::{ClassStats, HeapStats};
+
+/// Slab pages for one class through the locked backend, counted per class.
+pub(crate) struct ClassPages<'a, P> {
+    backend: LockedBackendPages<'a, P>,
+    pages: &'a AtomicUsize,
+}
+
+// SAFETY: forwards to `LockedBackendPages`, which keeps the promise.
+unsafe impl<P: PageSource> PageSource for ClassPages<'_, P> {
+    fn allocate_pages(&self, count: usize, align_pages: usize) -> Result<NonNull<u8>, AllocError> {
+        let pages = self.backend.allocate_pages(count, align_pages)?;
+        self.pages.fetch_add(count, Ordering::Relaxed);
+        Ok(pages)
+    }
+
+    unsafe fn deallocate_pages(&self, pages: NonNull<u8>, count: usize) -> Result<(), FreeError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.backend.deallocate_pages(pages, count) }?;
+        self.pages.fetch_sub(count, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A per-CPU object cache one small class sits on, and what names the CPU
+/// of a call to it.
+pub(crate) trait ClassCache: Sync {
+    /// What a call passes to name its CPU.
+    type Cpu<'a>: Copy;
+
+    fn allocate<P: PageSource>(
+        &self,
+        cpu: Self::Cpu<'_>,
+        pages: &ClassPages<'_, P>,
+    ) -> Result<NonNull<u8>, AllocError>;
+
+    /// # Safety
+    /// As `SlabCache::deallocate`.
+    unsafe fn deallocate<P: PageSource>(
+        &self,
+        cpu: Self::Cpu<'_>,
+        ptr: NonNull<u8>,
+        pages: &ClassPages<'_, P>,
+    ) -> Result<(), FreeError>;
+
+    /// Returns the cached objects this call can reach and every empty slab.
+    fn shrink<P: PageSource>(&self, cpu: Self::Cpu<'_>, pages: &ClassPages<'_, P>);
+
+    fn reap<P: PageSource>(&self, pages: &ClassPages<'_, P>);
+
+    fn stats(&self) -> CacheStats;
+}
+
+impl<C: CpuId, const CPUS: usize> ClassCache for PerCpuCache<C, CPUS> {
+    type Cpu<'a> = ();
+
+    #[inline]
+    fn allocate<P: PageSource>(
+        &self,
+        (): (),
+        pages: &ClassPages<'_, P>,
+    ) -> Result<NonNull<u8>, AllocError> {
+        PerCpuCache::allocate(self, pages)
+    }
+
+    #[inline]
+    unsafe fn deallocate<P: PageSource>(
+        &self,
+        (): (),
+        ptr: NonNull<u8>,
+        pages: &ClassPages<'_, P>,
+    ) -> Result<(), FreeError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { PerCpuCache::deallocate(self, ptr, pages) }
+    }
+
+    fn shrink<P: PageSource>(&self, (): (), pages: &ClassPages<'_, P>) {
+        PerCpuCache::shrink(self, pages);
+    }
+
+    fn reap<P: PageSource>(&self, pages: &ClassPages<'_, P>) {
+        PerCpuCache::reap(self, pages);
+    }
+
+    fn stats(&self) -> CacheStats {
+        PerCpuCache::stats(self)
+    }
+}
+
+impl<const CPUS: usize> ClassCache for PinnedPerCpuCache<CPUS> {
+    type Cpu<'a> = &'a PinnedCpu;
+
+    #[inline]
+    fn allocate<P: PageSource>(
+        &self,
+        cpu: &PinnedCpu,
+        pages: &ClassPages<'_, P>,
+    ) -> Result<NonNull<u8>, AllocError> {
+        PinnedPerCpuCache::allocate(self, cpu, pages)
+    }
+
+    #[inline]
+    unsafe fn deallocate<P: PageSource>(
+        &self,
+        cpu: &PinnedCpu,
+        ptr: NonNull<u8>,
+        pages: &ClassPages<'_, P>,
+    ) -> Result<(), FreeError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { PinnedPerCpuCache::deallocate(self, cpu, ptr, pages) }
+    }
+
+    fn shrink<P: PageSource>(&self, cpu: &PinnedCpu, pages: &ClassPages<'_, P>) {
+        self.flush_cpu(cpu, pages);
+        PinnedPerCpuCache::shrink(self, pages);
+    }
+
+    fn reap<P: PageSource>(&self, pages: &ClassPages<'_, P>) {
+        PinnedPerCpuCache::reap(self, pages);
+    }
+
+    fn stats(&self) -> CacheStats {
+        PinnedPerCpuCache::stats(self)
+    }
+}
+
+/// Small classes on per-CPU caches `K`, the rest on one locked backend.
+pub(crate) struct SharedHeap<P: PageSource, K> {
+    classes: [K; SMALL_CLASS_COUNT],
+    class_pages: [AtomicUsize; SMALL_CLASS_COUNT],
+    backend: Mutex<Backend<P>>,
+    oom: Mutex<Option<OomHandler>>,
+}
+
+impl<P: PageSource, K> SharedHeap<P, K> {
+    #[cfg(not(loom))]
+    pub(crate) const fn from_parts(classes: [K; SMALL_CLASS_COUNT], backend: Backend<P>) -> Self {
+        Self {
+            classes,
+            class_pages: [const { AtomicUsize::new(0) }; SMALL_CLASS_COUNT],
+            backend: Mutex::new(backend),
+            oom: Mutex::new(None),
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn from_parts(classes: [K; SMALL_CLASS_COUNT], backend: Backend<P>) -> Self {
+        Self {
+            classes,
+            class_pages: core::array::from_fn(|_| AtomicUsize::new(0)),
+            backend: Mutex::new(backend),
+            oom: Mutex::new(None),
+        }
+    }
+}
+
+impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
+    pub(crate) fn init(&self, pages: P) -> Result<(), InitError> {
+        self.backend.lock().init(pages)
+    }
+
+    /// # Safety
+    /// As [`Heap::init_with_region`](crate::Heap::init_with_region).
+    pub(crate) unsafe fn init_with_region(
+        &self,
+        start: *mut u8,
+        len: usize,
+    ) -> Result<(), InitError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.backend.lock().add_region(start, len) }
+    }
+
+    pub(crate) fn set_oom_handler(&self, handler: Option<OomHandler>) {
+        *self.oom.lock() = handler;
+    }
+
+    #[inline]
+    fn pages(&self, class: usize) -> ClassPages<'_, P> {
+        ClassPages {
+            backend: LockedBackendPages(&self.backend),
+            pages: &self.class_pages[class],
+        }
+    }
+
+    #[inline]
+    pub(crate) fn allocate(
+        &self,
+        cpu: K::Cpu<'_>,
+        layout: Layout,
+    ) -> Result<NonNull<u8>, AllocError> {
+        match self.try_allocate(cpu, layout) {
+            Ok(ptr) => Ok(ptr),
+            Err(error) => self.allocate_after_failure(cpu, layout, error),
+        }
+    }
+
+    #[inline]
+    fn try_allocate(&self, cpu: K::Cpu<'_>, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        match small_class(layout.size(), layout.align()) {
+            Some(class) => self.classes[class].allocate(cpu, &self.pages(class)),
+            None => self.backend.lock().allocate(layout),
+        }
+    }
+
+    #[cold]
+    fn allocate_after_failure(
+        &self,
+        cpu: K::Cpu<'_>,
+        layout: Layout,
+        error: AllocError,
+    ) -> Result<NonNull<u8>, AllocError> {
+        if error != AllocError::OutOfMemory {
+            return Err(error);
+        }
+        if self.shrink(cpu) > 0 {
+            if let Ok(ptr) = self.try_allocate(cpu, layout) {
+                return Ok(ptr);
+            }
+        }
+        let handler = *self.oom.lock();
+        if handler.is_some_and(|handler| handler(&layout)) {
+            if let Ok(ptr) = self.try_allocate(cpu, layout) {
+                return Ok(ptr);
+            }
+        }
+        if small_class(layout.size(), layout.align()).is_none() {
+            self.backend.lock().record_failure(layout);
+        }
+        Err(error)
+    }
+
+    /// # Safety
+    /// As [`PerCpuHeap::deallocate`](crate::PerCpuHeap::deallocate).
+    #[inline]
+    pub(crate) unsafe fn deallocate(
+        &self,
+        cpu: K::Cpu<'_>,
+        ptr: NonNull<u8>,
+        layout: Layout,
+    ) -> Result<(), FreeError> {
+        let ptr = provenance::reclaim(ptr);
+        if ptr.as_ptr() as usize & (layout.align() - 1) != 0 {
+            return Err(FreeError::Misaligned);
+        }
+        match small_class(layout.size(), layout.align()) {
+            // SAFETY: the caller's promise; this layout's blocks come from this class.
+            Some(class) => unsafe { self.classes[class].deallocate(cpu, ptr, &self.pages(class)) },
+            // SAFETY: the caller's promise; non-small layouts went to the backend.
+            None => unsafe { self.backend.lock().deallocate(ptr, layout) },
+        }
+    }
+
+    /// # Safety
+    /// As [`PerCpuHeap::reallocate`](crate::PerCpuHeap::reallocate).
+    pub(crate) unsafe fn reallocate(
+        &self,
+        cpu: K::Cpu<'_>,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let ptr = provenance::reclaim(ptr);
+        let new_layout =
+            Layout::from_size_align(new_size, layout.align()).map_err(|_| AllocError::Overflow)?;
+        let old_class = small_class(layout.size(), layout.align());
+        let new_class = small_class(new_size, layout.align());
+        if old_class.is_some() && old_class == new_class {
+            return Ok(ptr);
+        }
+        if old_class.is_none() && new_class.is_none() {
+            // SAFETY: the caller's promise; both layouts are non-small.
+            let in_place = unsafe { self.backend.lock().resize_in_place(ptr, layout, new_size) };
+            if in_place {
+                return Ok(ptr);
+            }
+        }
+        let new = self.allocate(cpu, new_layout)?;
+        // SAFETY: both blocks are live, distinct, and at least this long.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), layout.size().min(new_size));
+        }
+        // SAFETY: the caller's promise; the contents now live in `new`.
+        let freed = unsafe { self.deallocate(cpu, ptr, layout) };
+        debug_assert!(freed.is_ok(), "reallocated block was not ours");
+        Ok(new)
+    }
+
+    /// Runs `release` on every class, returning the bytes of slab pages it gave back.
+    fn release_classes(&self, release: impl Fn(&K, &ClassPages<'_, P>)) -> usize {
+        let mut pages_freed = 0;
+        for (class, cache) in self.classes.iter().enumerate() {
+            let before = self.class_pages[class].load(Ordering::Relaxed);
+            release(cache, &self.pages(class));
+            let after = self.class_pages[class].load(Ordering::Relaxed);
+            pages_freed += before.saturating_sub(after);
+        }
+        pages_freed * PAGE_SIZE
+    }
+
+    pub(crate) fn shrink(&self, cpu: K::Cpu<'_>) -> usize {
+        self.release_classes(|cache, pages| cache.shrink(cpu, pages)) + self.backend.lock().shrink()
+    }
+
+    pub(crate) fn reap(&self) -> usize {
+        self.release_classes(|cache, pages| cache.reap(pages))
+    }
+
+    pub(crate) fn stats(&self) -> HeapStats {
+        let backend = self.backend.lock().stats();
+        let mut classes = [ClassStats::default(); SMALL_CLASS_COUNT];
+        let mut small = Stats::ZERO;
+        for (class, stats) in classes.iter_mut().enumerate() {
+            let cache = self.classes[class].stats();
+            *stats = ClassStats {
+                object_bytes: class_bytes(class),
+                objects_in_use: cache.objects_in_use,
+                peak_objects_in_use: cache.objects_in_use,
+                bytes_held: self.class_pages[class].load(Ordering::Relaxed) * PAGE_SIZE,
+            };
+            small.bytes_in_use += stats.objects_in_use * stats.object_bytes;
+            small.bytes_held += stats.bytes_held;
+        }
+        small.peak_bytes_in_use = small.bytes_in_use;
+        crate::stats::assemble(small, backend, classes)
+    }
+}
