@@ -4,12 +4,12 @@
 use core::ptr::NonNull;
 
 use kalloc_api::FreeError;
-use kalloc_slab::{PerCpuCache, SlabBox, SlabCache, SlabConfig, TypedCache};
+use kalloc_slab::{PinnedPerCpuCache, SlabBox, SlabCache, SlabConfig, TypedCache};
 
-use crate::entry::{self, MAX_HARTS};
+use crate::entry::MAX_HARTS;
 use crate::println;
 use crate::rng::XorShift;
-use crate::stack::{Hart, Pages, Stack};
+use crate::stack::{Pages, Stack};
 
 /// Tasks held at once in the churn test: enough to need several slabs.
 const LIVE_TASKS: usize = 300;
@@ -70,16 +70,14 @@ pub fn run(stack: &'static Stack) {
     );
 }
 
-/// Per-hart caches for the concurrent test: the hart id picks the magazine.
-pub type SharedTasks = PerCpuCache<Hart, MAX_HARTS>;
+/// Per-hart caches for the concurrent test: pinned magazines, used with no
+/// lock, each hart naming itself with a `PinnedCpu` token.
+pub type SharedTasks = PinnedPerCpuCache<MAX_HARTS>;
 
 /// A per-hart cache of task-sized objects for the concurrent test.
 pub fn shared_task_cache() -> SharedTasks {
-    PerCpuCache::new(
-        SlabConfig::new(size_of::<Task>(), align_of::<Task>()),
-        entry::hart_id as Hart,
-    )
-    .unwrap_or_else(|error| panic!("task cache: {error:?}"))
+    PinnedPerCpuCache::new(SlabConfig::new(size_of::<Task>(), align_of::<Task>()))
+        .unwrap_or_else(|error| panic!("task cache: {error:?}"))
 }
 
 fn bitmap_free(stack: &Stack) -> usize {

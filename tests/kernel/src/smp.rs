@@ -18,7 +18,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use kalloc_api::sync::{AtomicBool, AtomicUsize, Ordering};
-use kalloc_api::{FrameAllocator, FrameRange};
+use kalloc_api::{FrameAllocator, FrameRange, PinnedCpu};
 
 use crate::rng::XorShift;
 use crate::stack::Stack;
@@ -60,7 +60,7 @@ pub enum Source {
     BuddyFrames,
     /// A block from the global allocator.
     HeapBlock,
-    /// An object from the per-hart slab cache.
+    /// An object from the pinned per-hart slab cache.
     SlabObject,
 }
 
@@ -136,6 +136,13 @@ struct Event {
     hart: u16,
     allocated: bool,
     source: Source,
+}
+
+/// The running hart's token for the pinned slab cache.
+fn pinned_hart() -> PinnedCpu {
+    // SAFETY: each hart runs one context and never migrates, and the trap
+    // handler allocates nothing (it reports the fault and stops the boot).
+    unsafe { PinnedCpu::new(entry::hart_id()) }
 }
 
 fn record(held: &Held, allocated: bool) {
@@ -407,6 +414,8 @@ fn worker(stack: &'static Stack, hart: usize) {
     for (held, stamp) in live.iter_mut().filter_map(Option::take) {
         give_back(stack, held, stamp);
     }
+    // Only a hart can empty its own pinned magazines.
+    stack.objects.flush_cpu(&pinned_hart(), &stack.pages());
 }
 
 /// Allocates something random.
@@ -456,7 +465,7 @@ fn take(stack: &'static Stack, rng: &mut XorShift) -> Held {
     } else {
         let object = stack
             .objects
-            .allocate(&stack.pages())
+            .allocate(&pinned_hart(), &stack.pages())
             .unwrap_or_else(|error| panic!("slab object: {error:?}"));
         Held::Object(object, stack.objects.object_size())
     }
@@ -478,7 +487,11 @@ fn give_back(stack: &'static Stack, held: Held, stamp: u64) {
         Held::Heap(ptr, layout) => unsafe { alloc::alloc::dealloc(ptr.as_ptr(), layout) },
         // SAFETY: allocated above from this cache and held until now; the
         // hart that frees it need not be the one that allocated it.
-        Held::Object(object, _) => unsafe { stack.objects.deallocate(object, &stack.pages()) }
-            .unwrap_or_else(|error| panic!("slab object free: {error:?}")),
+        Held::Object(object, _) => unsafe {
+            stack
+                .objects
+                .deallocate(&pinned_hart(), object, &stack.pages())
+        }
+        .unwrap_or_else(|error| panic!("slab object free: {error:?}")),
     }
 }

@@ -61,7 +61,7 @@ pub struct Stack {
     pub buddy: Buddy,
     /// Its window.
     pub buddy_window: FrameRange,
-    /// Task-sized slab objects behind per-hart magazines, on [`Stack::pages`].
+    /// Task-sized slab objects behind pinned per-hart magazines, on [`Stack::pages`].
     pub objects: slab_tests::SharedTasks,
     /// Frames kept out of every allocator: image, device tree, metadata.
     reserved: [FrameRange; BOOT_RESERVED_SLOTS],
