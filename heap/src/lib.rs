@@ -21,9 +21,13 @@
 //! Fronts: [`Heap`] (`&mut self`), [`LockedHeap`] (one lock) and
 //! [`PerCpuHeap`] (small classes on per-CPU magazines, the rest under a lock),
 //! all with [`GlobalAlloc`](core::alloc::GlobalAlloc) (null on failure, never
-//! a panic) and allocator-api2's `Allocator` on the shared ones; an
-//! out-of-memory hook ([`OomHandler`]), [`shrink`](Heap::shrink) and
-//! [`HeapStats`] per class and path.
+//! a panic) and allocator-api2's `Allocator` on the shared ones; and
+//! [`PinnedPerCpuHeap`], whose small classes take no lock at all for callers
+//! that pin themselves to a CPU with a [`PinnedCpu`](kalloc_api::PinnedCpu)
+//! token (its docs show the `GlobalAlloc` wrapper a kernel writes). An
+//! out-of-memory hook ([`OomHandler`]), [`shrink`](Heap::shrink),
+//! [`reap`](Heap::reap) for a periodic timer, and [`HeapStats`] per class and
+//! path.
 //!
 //! # Example
 //!
