@@ -91,7 +91,7 @@ impl<P: PageSource> Heap<P> {
 
     const fn with_backend(backend: Backend<P>) -> Self {
         Self {
-            classes: class_caches!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27),
+            classes: class_caches!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23),
             recycled: [const { RecycleStack::EMPTY }; SMALL_CLASS_COUNT],
             counters: [ClassCounters {
                 in_use: 0,

@@ -89,9 +89,7 @@ impl<P: PageSource, C: CpuId + Copy, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
 
     #[cfg(not(loom))]
     const fn caches(cpu: C) -> Result<[PerCpuCache<C, CPUS>; SMALL_CLASS_COUNT], AllocError> {
-        Ok(
-            per_cpu_caches!(cpu; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27),
-        )
+        Ok(per_cpu_caches!(cpu; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23))
     }
 
     /// A heap with no memory yet, asking `cpu` which CPU runs each caller.
@@ -102,7 +100,7 @@ impl<P: PageSource, C: CpuId + Copy, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
     pub fn new(cpu: C) -> Result<Self, AllocError> {
         let classes = (|| {
             Ok::<_, AllocError>(
-                per_cpu_caches!(cpu; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27),
+                per_cpu_caches!(cpu; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23),
             )
         })()?;
         Ok(Self {

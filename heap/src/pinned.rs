@@ -129,9 +129,7 @@ impl<P: PageSource, const CPUS: usize> PinnedPerCpuHeap<P, CPUS> {
 
     #[cfg(not(loom))]
     const fn caches() -> Result<[PinnedPerCpuCache<CPUS>; SMALL_CLASS_COUNT], AllocError> {
-        Ok(
-            pinned_caches!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27),
-        )
+        Ok(pinned_caches!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23))
     }
 
     /// A heap with no memory yet.
@@ -142,7 +140,7 @@ impl<P: PageSource, const CPUS: usize> PinnedPerCpuHeap<P, CPUS> {
     pub fn new() -> Result<Self, AllocError> {
         let classes = (|| {
             Ok::<_, AllocError>(pinned_caches!(
-                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27
+                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23
             ))
         })()?;
         Ok(Self {
