@@ -11,7 +11,7 @@ use kalloc_slab::{PerCpuCache, SlabConfig};
 use crate::backend::{Backend, InitError};
 use crate::heap::OomHandler;
 use crate::shared::SharedHeap;
-use crate::size_class::{SMALL_CLASS_COUNT, class_align, class_bytes};
+use crate::size_class::{class_align, class_bytes};
 use crate::stats::HeapStats;
 
 /// A heap for several CPUs: each small size class is a
@@ -88,7 +88,9 @@ impl<P: PageSource, C: CpuId + Copy, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
     }
 
     #[cfg(not(loom))]
-    const fn caches(cpu: C) -> Result<[PerCpuCache<C, CPUS>; SMALL_CLASS_COUNT], AllocError> {
+    const fn caches(
+        cpu: C,
+    ) -> Result<[PerCpuCache<C, CPUS>; crate::size_class::SMALL_CLASS_COUNT], AllocError> {
         Ok(per_cpu_caches!(cpu; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23))
     }
 

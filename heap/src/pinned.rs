@@ -10,7 +10,7 @@ use kalloc_slab::{PinnedPerCpuCache, SlabConfig};
 use crate::backend::{Backend, InitError};
 use crate::heap::OomHandler;
 use crate::shared::SharedHeap;
-use crate::size_class::{SMALL_CLASS_COUNT, class_align, class_bytes};
+use crate::size_class::{class_align, class_bytes};
 use crate::stats::HeapStats;
 
 /// A heap for several CPUs whose small size classes are
@@ -128,7 +128,8 @@ impl<P: PageSource, const CPUS: usize> PinnedPerCpuHeap<P, CPUS> {
     }
 
     #[cfg(not(loom))]
-    const fn caches() -> Result<[PinnedPerCpuCache<CPUS>; SMALL_CLASS_COUNT], AllocError> {
+    const fn caches()
+    -> Result<[PinnedPerCpuCache<CPUS>; crate::size_class::SMALL_CLASS_COUNT], AllocError> {
         Ok(pinned_caches!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23))
     }
 

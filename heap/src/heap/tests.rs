@@ -1,29 +1,10 @@
 extern crate std;
 
 use super::*;
-use crate::SystemPages;
+use crate::test_support::CountedPages;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::alloc::{alloc, dealloc};
 use std::vec::Vec;
-
-/// System pages, counting how many are out.
-#[derive(Default)]
-struct CountedPages(AtomicUsize);
-
-// SAFETY: forwards to `SystemPages`.
-unsafe impl PageSource for CountedPages {
-    fn allocate_pages(&self, count: usize, align_pages: usize) -> Result<NonNull<u8>, AllocError> {
-        let pages = SystemPages.allocate_pages(count, align_pages)?;
-        self.0.fetch_add(count, Ordering::Relaxed);
-        Ok(pages)
-    }
-    unsafe fn deallocate_pages(&self, pages: NonNull<u8>, count: usize) -> Result<(), FreeError> {
-        // SAFETY: the caller's promise, passed on.
-        unsafe { SystemPages.deallocate_pages(pages, count) }?;
-        self.0.fetch_sub(count, Ordering::Relaxed);
-        Ok(())
-    }
-}
 
 /// A 4 KiB-aligned region from the host that frees itself.
 struct Region(NonNull<u8>, Layout);
