@@ -73,6 +73,50 @@ impl PinnedSlot {
         })
     }
 
+    /// Pops an object off the loaded magazine; `None` when it is empty.
+    ///
+    /// The fast path, kept apart from [`with`](Self::with) so that it
+    /// publishes the count it has in a register, and so small that it
+    /// inlines into callers while the slow paths stay out of line.
+    ///
+    /// # Safety
+    /// As for [`with`](Self::with).
+    #[inline(always)]
+    unsafe fn pop(&self) -> Option<NonNull<u8>> {
+        self.magazines.with_mut(|magazines| {
+            // SAFETY: (caller) as in `with`.
+            let loaded = unsafe { &mut (*magazines).loaded };
+            let object = loaded.pop()?;
+            self.loaded_rounds.store(loaded.rounds(), Ordering::Relaxed);
+            Some(object)
+        })
+    }
+
+    /// Pushes `object` onto the loaded magazine: `Ok(true)` when it went
+    /// in, `Ok(false)` when the magazine is full, and the double free when
+    /// `object` is the one freed last.
+    ///
+    /// # Safety
+    /// As for [`with`](Self::with).
+    #[inline(always)]
+    unsafe fn push(&self, object: NonNull<u8>) -> Result<bool, FreeError> {
+        self.magazines.with_mut(|magazines| {
+            // SAFETY: (caller) as in `with`.
+            let loaded = unsafe { &mut (*magazines).loaded };
+            let rounds = loaded.rounds();
+            if loaded.top() == object {
+                return Err(FreeError::DoubleFree);
+            }
+            if loaded.push(object).is_err() {
+                return Ok(false);
+            }
+            // Published from the register: the store of `object` above
+            // might otherwise force a reload of the count.
+            self.loaded_rounds.store(rounds + 1, Ordering::Relaxed);
+            Ok(true)
+        })
+    }
+
     /// Publishes the previous magazine's count after a slow path.
     #[inline]
     fn publish_previous(&self, magazines: &CpuMagazines) {
@@ -172,20 +216,55 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         cpu: &PinnedCpu,
         pages: &P,
     ) -> Result<NonNull<u8>, AllocError> {
-        let object = match self.cpus.get(cpu.index()) {
-            // SAFETY: `cpu` is this slot's token.
-            Some(slot) => unsafe {
-                slot.with(|magazines| match magazines.loaded.pop() {
-                    Some(object) => Ok(object),
-                    None => {
-                        let object = magazines.refill(&self.depot, pages);
-                        slot.publish_previous(magazines);
-                        object
-                    }
-                })
-            },
-            None => self.depot.lock().cache.take(pages),
-        }?;
+        let Some(slot) = self.cpus.get(cpu.index()) else {
+            return self.allocate_unslotted(pages).into_result();
+        };
+        // SAFETY: `cpu` is this slot's token.
+        match unsafe { slot.pop() } {
+            Some(object) if !self.format.checks_objects() => Ok(object),
+            Some(object) => handout_checked(&self.format, &self.depot, object, pages),
+            // SAFETY: as above.
+            None => unsafe { self.allocate_refilling(slot, pages) }.into_result(),
+        }
+    }
+
+    /// The loaded magazine is empty: refill it, then hand out an object.
+    ///
+    /// # Safety
+    /// The caller holds the token of `slot`'s CPU.
+    #[cold]
+    #[inline(never)]
+    unsafe fn allocate_refilling<P: PageSource + ?Sized>(
+        &self,
+        slot: &PinnedSlot,
+        pages: &P,
+    ) -> SlowAllocation {
+        // SAFETY: (caller).
+        let refilled = unsafe {
+            slot.with(|magazines| {
+                let object = magazines.refill(&self.depot, pages);
+                slot.publish_previous(magazines);
+                object
+            })
+        };
+        SlowAllocation::from(refilled.and_then(|object| self.hand_out(object, pages)))
+    }
+
+    /// Allocation for a CPU without a slot: straight from the slabs.
+    #[cold]
+    #[inline(never)]
+    fn allocate_unslotted<P: PageSource + ?Sized>(&self, pages: &P) -> SlowAllocation {
+        let taken = self.depot.lock().cache.take(pages);
+        SlowAllocation::from(taken.and_then(|object| self.hand_out(object, pages)))
+    }
+
+    /// `object`, after the per-object checks when they are on.
+    #[inline]
+    fn hand_out<P: PageSource + ?Sized>(
+        &self,
+        object: NonNull<u8>,
+        pages: &P,
+    ) -> Result<NonNull<u8>, AllocError> {
         if self.format.checks_objects() {
             return handout_checked(&self.format, &self.depot, object, pages);
         }
@@ -276,23 +355,52 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         pages: &P,
     ) -> Result<(), FreeError> {
         let Some(slot) = self.cpus.get(cpu.index()) else {
-            // SAFETY: (caller of `deallocate`) as for `SlabCache::deallocate`.
-            return unsafe { self.depot.lock().cache.put(object, pages) };
+            // SAFETY: (caller).
+            return unsafe { self.free_unslotted(object, pages) };
         };
         // SAFETY: `cpu` is this slot's token.
+        if unsafe { slot.push(object) }? {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        unsafe { self.free_spilling(slot, object, pages) };
+        Ok(())
+    }
+
+    /// The loaded magazine is full: make room, then push `object`.
+    ///
+    /// # Safety
+    /// The caller holds the token of `slot`'s CPU.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_spilling<P: PageSource + ?Sized>(
+        &self,
+        slot: &PinnedSlot,
+        object: NonNull<u8>,
+        pages: &P,
+    ) {
+        // SAFETY: (caller).
         unsafe {
             slot.with(|magazines| {
-                let loaded = &mut magazines.loaded;
-                if loaded.top() == object {
-                    return Err(FreeError::DoubleFree);
-                }
-                if let Err(object) = loaded.push(object) {
-                    magazines.spill(&self.depot, object, pages);
-                    slot.publish_previous(magazines);
-                }
-                Ok(())
-            })
+                magazines.spill(&self.depot, object, pages);
+                slot.publish_previous(magazines);
+            });
         }
+    }
+
+    /// Free for a CPU without a slot: straight to the slabs.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_unslotted<P: PageSource + ?Sized>(
+        &self,
+        object: NonNull<u8>,
+        pages: &P,
+    ) -> Result<(), FreeError> {
+        // SAFETY: (caller) as for `SlabCache::deallocate`.
+        unsafe { self.depot.lock().cache.put(object, pages) }
     }
 
     /// Free with per-object checks.
@@ -320,6 +428,36 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
             unsafe { checks::undo_free(&self.format, header, index) };
         }
         result
+    }
+}
+
+/// An out-of-line allocation's outcome as a pointer and an error, which
+/// come back in two registers where a `Result<NonNull<u8>, AllocError>`
+/// (a tag and a payload at different offsets) comes back through memory and
+/// costs the inlined fast path a store and a reload.
+struct SlowAllocation {
+    object: *mut u8,
+    error: AllocError,
+}
+
+impl SlowAllocation {
+    #[inline(always)]
+    fn from(result: Result<NonNull<u8>, AllocError>) -> Self {
+        match result {
+            Ok(object) => Self {
+                object: object.as_ptr(),
+                error: AllocError::OutOfMemory,
+            },
+            Err(error) => Self {
+                object: core::ptr::null_mut(),
+                error,
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn into_result(self) -> Result<NonNull<u8>, AllocError> {
+        NonNull::new(self.object).ok_or(self.error)
     }
 }
 
