@@ -1,6 +1,7 @@
 //! Errors as values: one enum per operation, one variant per cause.
 
 use core::fmt;
+use core::ptr::NonNull;
 
 /// Why address arithmetic failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +57,51 @@ impl fmt::Display for AllocError {
 }
 
 impl core::error::Error for AllocError {}
+
+/// An allocation's outcome as a pointer and an error: what out-of-line
+/// slow paths return to an inlined fast path.
+///
+/// A `Result<NonNull<u8>, AllocError>` keeps its tag and its payload at
+/// different offsets, so a function returning one writes it to memory and
+/// the caller reads it back; this pair comes back in two registers.
+///
+/// ```
+/// use core::ptr::NonNull;
+/// use kalloc_api::{AllocError, PackedAllocation};
+///
+/// let failed = PackedAllocation::from(Err(AllocError::ZeroSize));
+/// assert_eq!(failed.into_result(), Err(AllocError::ZeroSize));
+/// let block = NonNull::<u8>::dangling();
+/// assert_eq!(PackedAllocation::from(Ok(block)).into_result(), Ok(block));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct PackedAllocation {
+    block: *mut u8,
+    error: AllocError,
+}
+
+impl PackedAllocation {
+    /// Packs `result`.
+    #[inline(always)]
+    pub fn from(result: Result<NonNull<u8>, AllocError>) -> Self {
+        match result {
+            Ok(block) => Self {
+                block: block.as_ptr(),
+                error: AllocError::OutOfMemory,
+            },
+            Err(error) => Self {
+                block: core::ptr::null_mut(),
+                error,
+            },
+        }
+    }
+
+    /// The result packed.
+    #[inline(always)]
+    pub fn into_result(self) -> Result<NonNull<u8>, AllocError> {
+        NonNull::new(self.block).ok_or(self.error)
+    }
+}
 
 /// Why a deallocation was refused. The allocator's state is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

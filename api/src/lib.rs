@@ -53,7 +53,7 @@ pub use addr::{PhysAddr, VirtAddr, align_down, align_up, is_power_of_two};
 #[cfg(feature = "std")]
 pub use cpu::ThreadCpuId;
 pub use cpu::{CpuId, PinnedCpu};
-pub use error::{AddrError, AllocError, FreeError, MapError};
+pub use error::{AddrError, AllocError, FreeError, MapError, PackedAllocation};
 pub use frame::{FRAME_SHIFT, FRAME_SIZE, Frame, FrameRange, SIZE_1GIB, SIZE_2MIB, SIZE_4KIB};
 pub use frame_allocator::FrameAllocator;
 pub use locked::Locked;

@@ -10,7 +10,9 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use kalloc_api::sync::{AtomicUsize, Mutex, Ordering};
-use kalloc_api::{AllocError, CpuId, FreeError, PAGE_SIZE, PageSource, PinnedCpu, Stats};
+use kalloc_api::{
+    AllocError, CpuId, FreeError, PAGE_SIZE, PackedAllocation, PageSource, PinnedCpu, Stats,
+};
 use kalloc_slab::{CacheStats, PerCpuCache, PinnedPerCpuCache};
 
 use crate::backend::{Backend, InitError};
@@ -218,8 +220,29 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
     fn try_allocate(&self, cpu: K::Cpu<'_>, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         match small_class(layout.size(), layout.align()) {
             Some(class) => self.classes[class].allocate(cpu, &self.pages(class)),
-            None => self.backend.lock().allocate(layout),
+            None => self.allocate_in_backend(layout).into_result(),
         }
+    }
+
+    /// Mid-size and large allocations, out of line so that the small-class
+    /// path inlines lean into callers.
+    #[inline(never)]
+    fn allocate_in_backend(&self, layout: Layout) -> PackedAllocation {
+        PackedAllocation::from(self.backend.lock().allocate(layout))
+    }
+
+    /// Mid-size and large frees, out of line as [`Self::allocate_in_backend`].
+    ///
+    /// # Safety
+    /// As [`Backend::deallocate`].
+    #[inline(never)]
+    unsafe fn deallocate_in_backend(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+    ) -> Result<(), FreeError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.backend.lock().deallocate(ptr, layout) }
     }
 
     #[cold]
@@ -266,7 +289,7 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
             // SAFETY: the caller's promise; this layout's blocks come from this class.
             Some(class) => unsafe { self.classes[class].deallocate(cpu, ptr, &self.pages(class)) },
             // SAFETY: the caller's promise; non-small layouts went to the backend.
-            None => unsafe { self.backend.lock().deallocate(ptr, layout) },
+            None => unsafe { self.deallocate_in_backend(ptr, layout) },
         }
     }
 

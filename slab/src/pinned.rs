@@ -18,7 +18,7 @@
 use core::ptr::NonNull;
 
 use kalloc_api::sync::{AtomicUsize, Mutex, Ordering, UnsafeCell};
-use kalloc_api::{AllocError, FreeError, PageSource, PinnedCpu};
+use kalloc_api::{AllocError, FreeError, PackedAllocation, PageSource, PinnedCpu};
 
 use crate::cache::SlabCache;
 use crate::checks;
@@ -238,7 +238,7 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         &self,
         slot: &PinnedSlot,
         pages: &P,
-    ) -> SlowAllocation {
+    ) -> PackedAllocation {
         // SAFETY: (caller).
         let refilled = unsafe {
             slot.with(|magazines| {
@@ -247,15 +247,15 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
                 object
             })
         };
-        SlowAllocation::from(refilled.and_then(|object| self.hand_out(object, pages)))
+        PackedAllocation::from(refilled.and_then(|object| self.hand_out(object, pages)))
     }
 
     /// Allocation for a CPU without a slot: straight from the slabs.
     #[cold]
     #[inline(never)]
-    fn allocate_unslotted<P: PageSource + ?Sized>(&self, pages: &P) -> SlowAllocation {
+    fn allocate_unslotted<P: PageSource + ?Sized>(&self, pages: &P) -> PackedAllocation {
         let taken = self.depot.lock().cache.take(pages);
-        SlowAllocation::from(taken.and_then(|object| self.hand_out(object, pages)))
+        PackedAllocation::from(taken.and_then(|object| self.hand_out(object, pages)))
     }
 
     /// `object`, after the per-object checks when they are on.
@@ -428,36 +428,6 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
             unsafe { checks::undo_free(&self.format, header, index) };
         }
         result
-    }
-}
-
-/// An out-of-line allocation's outcome as a pointer and an error, which
-/// come back in two registers where a `Result<NonNull<u8>, AllocError>`
-/// (a tag and a payload at different offsets) comes back through memory and
-/// costs the inlined fast path a store and a reload.
-struct SlowAllocation {
-    object: *mut u8,
-    error: AllocError,
-}
-
-impl SlowAllocation {
-    #[inline(always)]
-    fn from(result: Result<NonNull<u8>, AllocError>) -> Self {
-        match result {
-            Ok(object) => Self {
-                object: object.as_ptr(),
-                error: AllocError::OutOfMemory,
-            },
-            Err(error) => Self {
-                object: core::ptr::null_mut(),
-                error,
-            },
-        }
-    }
-
-    #[inline(always)]
-    fn into_result(self) -> Result<NonNull<u8>, AllocError> {
-        NonNull::new(self.object).ok_or(self.error)
     }
 }
 
