@@ -12,8 +12,11 @@ use crate::slab::SlabFormat;
 use crate::stats::CacheStats;
 
 /// Object pointers one magazine holds (4 under loom, so models reach the
-/// depot paths in a few steps).
-pub const MAGAZINE_ROUNDS: usize = if cfg!(loom) { 4 } else { 32 };
+/// depot paths in a few steps). 29 makes a magazine 30 words with its count
+/// and sentinel, so that a pinned CPU's two magazines and their published
+/// counts fill eight cache lines exactly: a power-of-two stride, which
+/// locates a CPU's slot with one shift.
+pub const MAGAZINE_ROUNDS: usize = if cfg!(loom) { 4 } else { 29 };
 /// Full magazines the depot holds at most; further overflow goes back to
 /// the slabs (2 under loom and 12 under miri, so that models and the
 /// interpreter reach every path in a few steps). The first eight (one

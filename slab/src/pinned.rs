@@ -37,6 +37,10 @@ struct PinnedSlot {
     previous_rounds: AtomicUsize,
 }
 
+// The fast path finds a slot with a shift (see `MAGAZINE_ROUNDS`).
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<PinnedSlot>() == 512);
+
 impl PinnedSlot {
     #[cfg(not(loom))]
     const fn empty() -> Self {

@@ -342,7 +342,9 @@ fn a_burst_is_absorbed_by_stored_magazines_and_reap_returns_them() {
     let pages = TrackingPages::new();
     let cache = per_cpu(128, Hardening::DEFAULT);
     run_on(0);
-    let count = (2 + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS;
+    // A magazine short of what the CPU and the depot hold: the CPU's last
+    // refill may leave a few objects in its magazines before the frees.
+    let count = (1 + DEPOT_MAGAZINES) * MAGAZINE_ROUNDS;
     let objects: Vec<_> = (0..count)
         .map(|_| cache.allocate(&pages).unwrap())
         .collect();
@@ -352,9 +354,9 @@ fn a_burst_is_absorbed_by_stored_magazines_and_reap_returns_them() {
     }
     let stats = cache.stats();
     assert_eq!(stats.objects_in_use, 0);
-    assert_eq!(
-        stats.objects_cached, count,
-        "every object cached: {stats:?}"
+    assert!(
+        (count..count + MAGAZINE_ROUNDS).contains(&stats.objects_cached),
+        "every object freed cached, with what the last refill left: {stats:?}"
     );
     assert!(stats.magazine_pages > 0, "{stats:?}");
     assert_eq!(
