@@ -37,7 +37,6 @@ impl<C: CpuId> AtomicBitmapFrameAllocator<'_, C> {
         // Next fit: the next search starts where this run was found, past the
         // words that just proved crowded, instead of scanning them again.
         slot.cursor.store(start >> WORD_SHIFT, Ordering::Relaxed);
-        slot.free_delta.fetch_sub(count, Ordering::Relaxed);
         Ok(self.span.frames_at(start, count))
     }
 
