@@ -84,6 +84,37 @@ impl Magazine {
         Some(object)
     }
 
+    /// Sets the count, for a CPU slot that keeps it elsewhere while its fast
+    /// path runs (see `PinnedSlot`).
+    #[inline]
+    pub(crate) fn set_rounds(&mut self, rounds: usize) {
+        debug_assert!(rounds <= MAGAZINE_ROUNDS);
+        self.rounds = rounds;
+    }
+
+    /// Entry `index`: the object at stack depth `index` (1-based), or the
+    /// sentinel at 0.
+    ///
+    /// # Safety
+    /// `index` is at most [`MAGAZINE_ROUNDS`].
+    #[inline(always)]
+    pub(crate) unsafe fn object_at(&self, index: usize) -> NonNull<u8> {
+        debug_assert!(index <= MAGAZINE_ROUNDS);
+        // SAFETY: (caller) `index` is inside the array.
+        unsafe { *self.objects.get_unchecked(index) }
+    }
+
+    /// Stores `object` as entry `index` (1-based); the count is the caller's.
+    ///
+    /// # Safety
+    /// `1 <= index <= MAGAZINE_ROUNDS`.
+    #[inline(always)]
+    pub(crate) unsafe fn set_object_at(&mut self, index: usize, object: NonNull<u8>) {
+        debug_assert!((1..=MAGAZINE_ROUNDS).contains(&index));
+        // SAFETY: (caller) `index` is inside the array and not the sentinel.
+        unsafe { *self.objects.get_unchecked_mut(index) = object };
+    }
+
     /// The object `pop` would return next, or the sentinel when empty.
     #[inline]
     pub(crate) fn top(&self) -> NonNull<u8> {

@@ -28,8 +28,13 @@ use crate::slab::SlabFormat;
 use crate::stats::CacheStats;
 
 /// One CPU's magazines on cache lines of their own, with the number of
-/// objects in each published for [`PinnedPerCpuCache::stats`]: the loaded
-/// one's after every call, the previous one's when the slow path changes it.
+/// objects in each in atomics that [`PinnedPerCpuCache::stats`] reads.
+///
+/// `loaded_rounds` *is* the loaded magazine's count: the fast path keeps
+/// it there alone (one load and one store, both plain moves for relaxed
+/// atomics), and the slow path copies it into the magazine before working
+/// on it and back after. The previous magazine's count is published when
+/// the slow path changes it.
 #[repr(align(64))]
 struct PinnedSlot {
     magazines: UnsafeCell<CpuMagazines>,
@@ -60,7 +65,8 @@ impl PinnedSlot {
         }
     }
 
-    /// Runs `f` on this slot's magazines, then publishes the loaded one's count.
+    /// Runs `f` on this slot's magazines, the loaded one's count brought in
+    /// from `loaded_rounds` before and published after.
     ///
     /// # Safety
     /// The caller holds the [`PinnedCpu`] token of this slot's CPU.
@@ -70,6 +76,9 @@ impl PinnedSlot {
             // SAFETY: (caller) the token's context is the only one using this
             // slot until the token drops, and this call does not nest.
             let magazines = unsafe { &mut *magazines };
+            magazines
+                .loaded
+                .set_rounds(self.loaded_rounds.load(Ordering::Relaxed));
             let result = f(magazines);
             self.loaded_rounds
                 .store(magazines.loaded.rounds(), Ordering::Relaxed);
@@ -79,46 +88,55 @@ impl PinnedSlot {
 
     /// Pops an object off the loaded magazine; `None` when it is empty.
     ///
-    /// The fast path, kept apart from [`with`](Self::with) so that it
-    /// publishes the count it has in a register, and so small that it
-    /// inlines into callers while the slow paths stay out of line.
+    /// The fast path: small enough to inline into callers, with the slow
+    /// paths kept out of line.
     ///
     /// # Safety
     /// As for [`with`](Self::with).
     #[inline(always)]
     unsafe fn pop(&self) -> Option<NonNull<u8>> {
-        self.magazines.with_mut(|magazines| {
-            // SAFETY: (caller) as in `with`.
-            let loaded = unsafe { &mut (*magazines).loaded };
-            let object = loaded.pop()?;
-            self.loaded_rounds.store(loaded.rounds(), Ordering::Relaxed);
-            Some(object)
-        })
+        let rounds = self.loaded_rounds.load(Ordering::Relaxed);
+        if rounds == 0 {
+            return None;
+        }
+        // SAFETY: (caller) as in `with`; `rounds` is at most a magazine's
+        // worth, as every count stored here is.
+        let object = self
+            .magazines
+            .with_mut(|magazines| unsafe { (*magazines).loaded.object_at(rounds) });
+        self.loaded_rounds.store(rounds - 1, Ordering::Relaxed);
+        Some(object)
     }
 
     /// Pushes `object` onto the loaded magazine: `Ok(true)` when it went
-    /// in, `Ok(false)` when the magazine is full, and the double free when
-    /// `object` is the one freed last.
+    /// in, `Ok(false)` when the magazine holds `limit` objects (at most
+    /// [`MAGAZINE_ROUNDS`]), and the double free when `object` is the one
+    /// freed last.
     ///
     /// # Safety
     /// As for [`with`](Self::with).
     #[inline(always)]
-    unsafe fn push(&self, object: NonNull<u8>) -> Result<bool, FreeError> {
-        self.magazines.with_mut(|magazines| {
+    unsafe fn push(&self, object: NonNull<u8>, limit: usize) -> Result<bool, FreeError> {
+        let rounds = self.loaded_rounds.load(Ordering::Relaxed);
+        let pushed = self.magazines.with_mut(|magazines| {
             // SAFETY: (caller) as in `with`.
             let loaded = unsafe { &mut (*magazines).loaded };
-            let rounds = loaded.rounds();
-            if loaded.top() == object {
-                return Err(FreeError::DoubleFree);
+            // SAFETY: `rounds` is at most a magazine's worth; slot 0, the
+            // top of an empty magazine, holds the sentinel.
+            if unsafe { loaded.object_at(rounds) } == object {
+                return immediate_double_free();
             }
-            if loaded.push(object).is_err() {
+            if rounds >= limit {
                 return Ok(false);
             }
-            // Published from the register: the store of `object` above
-            // might otherwise force a reload of the count.
-            self.loaded_rounds.store(rounds + 1, Ordering::Relaxed);
+            // SAFETY: `rounds + 1` is at most `limit`, at most MAGAZINE_ROUNDS.
+            unsafe { loaded.set_object_at(rounds + 1, object) };
             Ok(true)
-        })
+        })?;
+        if pushed {
+            self.loaded_rounds.store(rounds + 1, Ordering::Relaxed);
+        }
+        Ok(pushed)
     }
 
     /// Publishes the previous magazine's count after a slow path.
@@ -139,10 +157,11 @@ impl PinnedSlot {
 /// token. A token whose index is `CPUS` or more still works, through the
 /// depot lock.
 ///
-/// Checks are those of [`PerCpuCache`](crate::PerCpuCache): the immediate
-/// double free on the fast path, everything else when magazines go back to
-/// the slabs, or on every call with the per-object
-/// [`Hardening`](crate::Hardening) checks on.
+/// Checks: the immediate double free on the fast path, everything else
+/// when magazines go back to the slabs. With the per-object
+/// [`Hardening`](crate::Hardening) checks on (a debug mode), the magazines
+/// stay unused and every call goes to the slabs with the checks, so the fast
+/// path needs no flag test.
 ///
 /// ```
 /// # #[cfg(feature = "std")] {
@@ -164,6 +183,12 @@ impl PinnedSlot {
 /// ```
 pub struct PinnedPerCpuCache<const CPUS: usize> {
     cpus: [PinnedSlot; CPUS],
+    /// Objects a CPU's loaded magazine may take on the fast path: a whole
+    /// magazine, or none when the per-object checks are on. Then every
+    /// free misses the fast path, allocations find the magazines empty, and
+    /// both go to the slabs through the checked paths, with no flag test
+    /// on the fast path.
+    magazine_limit: usize,
     depot: Mutex<Depot>,
     format: SlabFormat,
 }
@@ -187,6 +212,7 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         Ok(Self {
             format: *cache.format(),
             cpus: [const { PinnedSlot::empty() }; CPUS],
+            magazine_limit: magazine_limit(cache.format()),
             depot: Mutex::new(Depot::new(cache)),
         })
     }
@@ -201,6 +227,7 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         Ok(Self {
             format: *cache.format(),
             cpus: core::array::from_fn(|_| PinnedSlot::empty()),
+            magazine_limit: magazine_limit(cache.format()),
             depot: Mutex::new(Depot::new(cache)),
         })
     }
@@ -225,8 +252,7 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         };
         // SAFETY: `cpu` is this slot's token.
         match unsafe { slot.pop() } {
-            Some(object) if !self.format.checks_objects() => Ok(object),
-            Some(object) => handout_checked(&self.format, &self.depot, object, pages),
+            Some(object) => Ok(object),
             // SAFETY: as above.
             None => unsafe { self.allocate_refilling(slot, pages) }.into_result(),
         }
@@ -243,6 +269,9 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         slot: &PinnedSlot,
         pages: &P,
     ) -> PackedAllocation {
+        if self.format.checks_objects() {
+            return self.allocate_unslotted(pages);
+        }
         // SAFETY: (caller).
         let refilled = unsafe {
             slot.with(|magazines| {
@@ -251,28 +280,21 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
                 object
             })
         };
-        PackedAllocation::from(refilled.and_then(|object| self.hand_out(object, pages)))
+        PackedAllocation::from(refilled)
     }
 
-    /// Allocation for a CPU without a slot: straight from the slabs.
+    /// Allocation straight from the slabs, with the per-object checks when
+    /// they are on: for a CPU without a slot, and for every CPU then.
     #[cold]
     #[inline(never)]
     fn allocate_unslotted<P: PageSource + ?Sized>(&self, pages: &P) -> PackedAllocation {
         let taken = self.depot.lock().cache.take(pages);
-        PackedAllocation::from(taken.and_then(|object| self.hand_out(object, pages)))
-    }
-
-    /// `object`, after the per-object checks when they are on.
-    #[inline]
-    fn hand_out<P: PageSource + ?Sized>(
-        &self,
-        object: NonNull<u8>,
-        pages: &P,
-    ) -> Result<NonNull<u8>, AllocError> {
-        if self.format.checks_objects() {
-            return handout_checked(&self.format, &self.depot, object, pages);
-        }
-        Ok(object)
+        PackedAllocation::from(taken.and_then(|object| {
+            if self.format.checks_objects() {
+                return handout_checked(&self.format, &self.depot, object, pages);
+            }
+            Ok(object)
+        }))
     }
 
     /// Gives an object back into `cpu`'s magazines; it may have been
@@ -293,12 +315,16 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         object: NonNull<u8>,
         pages: &P,
     ) -> Result<(), FreeError> {
-        if self.format.checks_objects() {
+        let Some(slot) = self.cpus.get(cpu.index()) else {
             // SAFETY: (caller).
-            return unsafe { self.checked_free(cpu, object, pages) };
+            return unsafe { self.free_unslotted(object, pages) };
+        };
+        // SAFETY: `cpu` is this slot's token.
+        if unsafe { slot.push(object, self.magazine_limit) }? {
+            return Ok(());
         }
-        // SAFETY: (caller).
-        unsafe { self.push(cpu, object, pages) }
+        // SAFETY: as above; the rest is the caller's promise.
+        unsafe { self.free_spilling(slot, object, pages) }
     }
 
     /// Returns every object in `cpu`'s magazines to the slabs. Run it on
@@ -347,34 +373,12 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         depot.stats(in_magazines)
     }
 
-    /// Puts `object` into `cpu`'s magazines, spilling when full.
+    /// The loaded magazine is full, or the per-object checks are on: make
+    /// room and push `object`, or free it to the slabs with the checks.
     ///
     /// # Safety
-    /// As for [`deallocate`](Self::deallocate).
-    #[inline]
-    unsafe fn push<P: PageSource + ?Sized>(
-        &self,
-        cpu: &PinnedCpu,
-        object: NonNull<u8>,
-        pages: &P,
-    ) -> Result<(), FreeError> {
-        let Some(slot) = self.cpus.get(cpu.index()) else {
-            // SAFETY: (caller).
-            return unsafe { self.free_unslotted(object, pages) };
-        };
-        // SAFETY: `cpu` is this slot's token.
-        if unsafe { slot.push(object) }? {
-            return Ok(());
-        }
-        // SAFETY: as above.
-        unsafe { self.free_spilling(slot, object, pages) };
-        Ok(())
-    }
-
-    /// The loaded magazine is full: make room, then push `object`.
-    ///
-    /// # Safety
-    /// The caller holds the token of `slot`'s CPU.
+    /// The caller holds the token of `slot`'s CPU; the rest as for
+    /// [`deallocate`](Self::deallocate).
     #[cold]
     #[inline(never)]
     unsafe fn free_spilling<P: PageSource + ?Sized>(
@@ -382,7 +386,11 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         slot: &PinnedSlot,
         object: NonNull<u8>,
         pages: &P,
-    ) {
+    ) -> Result<(), FreeError> {
+        if self.format.checks_objects() {
+            // SAFETY: (caller).
+            return unsafe { self.free_unslotted(object, pages) };
+        }
         // SAFETY: (caller).
         unsafe {
             slot.with(|magazines| {
@@ -390,9 +398,11 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
                 slot.publish_previous(magazines);
             });
         }
+        Ok(())
     }
 
-    /// Free for a CPU without a slot: straight to the slabs.
+    /// Free straight to the slabs, with the per-object checks when they are
+    /// on: for a CPU without a slot, and for every CPU then.
     ///
     /// # Safety
     /// As for [`deallocate`](Self::deallocate).
@@ -403,21 +413,10 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         object: NonNull<u8>,
         pages: &P,
     ) -> Result<(), FreeError> {
-        // SAFETY: (caller) as for `SlabCache::deallocate`.
-        unsafe { self.depot.lock().cache.put(object, pages) }
-    }
-
-    /// Free with per-object checks.
-    ///
-    /// # Safety
-    /// As for [`deallocate`](Self::deallocate).
-    #[cold]
-    unsafe fn checked_free<P: PageSource + ?Sized>(
-        &self,
-        cpu: &PinnedCpu,
-        object: NonNull<u8>,
-        pages: &P,
-    ) -> Result<(), FreeError> {
+        if !self.format.checks_objects() {
+            // SAFETY: (caller) as for `SlabCache::deallocate`.
+            return unsafe { self.depot.lock().cache.put(object, pages) };
+        }
         // SAFETY: (caller) the header under `object` is readable.
         let (header, index) = unsafe { self.format.locate(object) }?;
         // SAFETY: `locate` proved `object` is slot `index` of our live slab
@@ -425,14 +424,31 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
         unsafe { checks::begin_free(&self.format, header, index, object) }?;
         // SAFETY: as above; the caller gave the object up.
         unsafe { checks::poison(&self.format, object) };
-        // SAFETY: (caller).
-        let result = unsafe { self.push(cpu, object, pages) };
+        // SAFETY: (caller) as for `SlabCache::deallocate`.
+        let result = unsafe { self.depot.lock().cache.put(object, pages) };
         if result.is_err() {
             // SAFETY: as above; the object stays the caller's.
             unsafe { checks::undo_free(&self.format, header, index) };
         }
         result
     }
+}
+
+/// [`PinnedPerCpuCache::magazine_limit`] for caches of `format`.
+const fn magazine_limit(format: &SlabFormat) -> usize {
+    if format.checks_objects() {
+        0
+    } else {
+        MAGAZINE_ROUNDS
+    }
+}
+
+/// The immediate double free the fast path catches, out of line: marked
+/// cold, it keeps that test a plain compare and branch.
+#[cold]
+#[inline(never)]
+fn immediate_double_free() -> Result<bool, FreeError> {
+    Err(FreeError::DoubleFree)
 }
 
 #[cfg(all(test, not(loom)))]
