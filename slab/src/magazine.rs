@@ -11,29 +11,36 @@ use crate::config::{Hardening, SlabConfig};
 use crate::slab::SlabFormat;
 use crate::stats::CacheStats;
 
-/// Object pointers one magazine holds (4 under loom, so models reach the
-/// depot paths in a few steps). 29 makes a magazine 30 words with its count
-/// and sentinel, so that a pinned CPU's two magazines and their published
-/// counts fill eight cache lines exactly: a power-of-two stride, which
-/// locates a CPU's slot with one shift.
-pub const MAGAZINE_ROUNDS: usize = if cfg!(loom) { 4 } else { 29 };
+/// Object pointers one magazine holds: 61, which makes a magazine 62 words
+/// with its count and sentinel, so that a pinned CPU's two magazines and
+/// their published counts fill one KiB exactly, a power-of-two stride that
+/// locates a CPU's slot with one shift. (4 under loom and 13 under miri, a
+/// 256-byte slot, so that models and the interpreter reach the depot paths
+/// in a few steps.) Larger magazines mean fewer trips to the depot lock
+/// in a burst.
+pub const MAGAZINE_ROUNDS: usize = if cfg!(loom) {
+    4
+} else if cfg!(miri) {
+    13
+} else {
+    61
+};
 /// Full magazines the depot holds at most; further overflow goes back to
-/// the slabs (2 under loom and 12 under miri, so that models and the
-/// interpreter reach every path in a few steps). The first eight (one
-/// under loom) live in the
-/// depot itself, the rest in magazine-sized objects of a small internal
-/// slab cache on the same page source (Bonwick's magazine cache), so a
-/// burst of up to `DEPOT_MAGAZINES * MAGAZINE_ROUNDS` frees is absorbed
-/// without going back to the slabs, and an idle cache pays for none of it.
+/// the slabs (2 under loom and 12 under miri). The first four (one under
+/// loom) live in the depot itself, the rest in magazine-sized objects of a
+/// small internal slab cache on the same page source (Bonwick's magazine
+/// cache), so a burst of up to `DEPOT_MAGAZINES * MAGAZINE_ROUNDS` frees is
+/// absorbed without going back to the slabs, and an idle cache pays for none
+/// of it.
 pub const DEPOT_MAGAZINES: usize = if cfg!(loom) {
     2
 } else if cfg!(miri) {
     12
 } else {
-    64
+    32
 };
 /// Full magazines stored inside the depot (1 under loom).
-pub(crate) const INLINE_MAGAZINES: usize = if cfg!(loom) { 1 } else { 8 };
+pub(crate) const INLINE_MAGAZINES: usize = if cfg!(loom) { 1 } else { 4 };
 /// Objects a CPU takes straight from the slabs when neither its magazines
 /// nor the depot have any: half a magazine, so the next frees find room.
 pub(crate) const REFILL_ROUNDS: usize = MAGAZINE_ROUNDS / 2;
