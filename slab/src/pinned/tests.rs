@@ -1,5 +1,6 @@
 use core::ptr::NonNull;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::vec::Vec;
 
@@ -168,6 +169,41 @@ fn per_object_checks_catch_a_double_free_deep_in_a_magazine() {
     assert_eq!(again, Err(FreeError::DoubleFree));
     assert_eq!(cache.stats().objects_in_use, 0);
     drain(&cache, &pages);
+}
+
+#[test]
+fn per_object_checks_bypass_the_magazines_and_catch_a_write_after_free() {
+    static REPORTS: AtomicUsize = AtomicUsize::new(0);
+    fn on_corruption(_: FreeError, _: *mut u8) {
+        REPORTS.fetch_add(1, Ordering::SeqCst);
+    }
+    let pages = TrackingPages::new();
+    let config = SlabConfig::new(64, 8)
+        .with_hardening(Hardening::DEBUG)
+        .with_corruption_handler(on_corruption);
+    let cache: Cache = PinnedPerCpuCache::new(config).unwrap();
+    let zero = cpu(0);
+    let objects: Vec<_> = (0..3 * MAGAZINE_ROUNDS)
+        .map(|_| cache.allocate(&zero, &pages).unwrap())
+        .collect();
+    for &object in &objects {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.deallocate(&zero, object, &pages) }.unwrap();
+    }
+    // Every free went to the slabs, checked: no magazine holds anything.
+    let stats = cache.stats();
+    assert_eq!((stats.objects_in_use, stats.objects_cached), (0, 0));
+    let victim = cache.allocate(&zero, &pages).unwrap();
+    // SAFETY: allocated above, freed once.
+    unsafe { cache.deallocate(&zero, victim, &pages) }.unwrap();
+    // SAFETY: the test plays a buggy caller writing after free.
+    unsafe { victim.byte_add(24).write(0x5a) };
+    let next = cache.allocate(&zero, &pages).unwrap();
+    assert_ne!(next, victim, "a poisoned object is not handed out again");
+    assert_eq!(REPORTS.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().objects_quarantined, 1);
+    // SAFETY: allocated above, freed once.
+    unsafe { cache.deallocate(&zero, next, &pages) }.unwrap();
 }
 
 #[test]
