@@ -4,7 +4,7 @@
 use core::ptr::NonNull;
 
 use kalloc_api::sync::Mutex;
-use kalloc_api::{AllocError, PageSource};
+use kalloc_api::{AllocError, PackedAllocation, PageSource};
 
 use crate::cache::{SlabCache, handout_checks};
 use crate::config::{Hardening, SlabConfig};
@@ -170,28 +170,34 @@ impl CpuMagazines {
     }
 
     /// The loaded magazine is empty: swap in the previous one if it has
-    /// objects, else trade with the depot, else fill from the slabs.
+    /// objects, else trade with the depot, else fill from the slabs; then
+    /// pop an object. Out of line, and returning a [`PackedAllocation`], so
+    /// that the fast paths around it stay small.
     #[cold]
+    #[inline(never)]
     pub(crate) fn refill<P: PageSource + ?Sized>(
         &mut self,
         depot: &Mutex<Depot>,
         pages: &P,
-    ) -> Result<NonNull<u8>, AllocError> {
+    ) -> PackedAllocation {
         if self.previous.rounds() > 0 {
             self.swap();
         } else {
             let mut depot = depot.lock();
             if !depot.exchange_empty(&mut self.loaded, pages) {
-                depot.fill(&mut self.loaded, REFILL_ROUNDS, pages)?;
+                if let Err(error) = depot.fill(&mut self.loaded, REFILL_ROUNDS, pages) {
+                    return PackedAllocation::from(Err(error));
+                }
             }
         }
-        self.loaded.pop().ok_or(AllocError::OutOfMemory)
+        PackedAllocation::from(self.loaded.pop().ok_or(AllocError::OutOfMemory))
     }
 
     /// The loaded magazine is full: swap in the previous one if it has room,
     /// else stock the full one in the depot, else return half to the slabs;
     /// then push `object`.
     #[cold]
+    #[inline(never)]
     pub(crate) fn spill<P: PageSource + ?Sized>(
         &mut self,
         depot: &Mutex<Depot>,

@@ -194,7 +194,7 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
         let mut magazines = slot.0.lock();
         match magazines.loaded.pop() {
             Some(object) => Ok(object),
-            None => magazines.refill(&self.depot, pages),
+            None => magazines.refill(&self.depot, pages).into_result(),
         }
     }
 

@@ -273,14 +273,13 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
             return self.allocate_unslotted(pages);
         }
         // SAFETY: (caller).
-        let refilled = unsafe {
+        unsafe {
             slot.with(|magazines| {
                 let object = magazines.refill(&self.depot, pages);
                 slot.publish_previous(magazines);
                 object
             })
-        };
-        PackedAllocation::from(refilled)
+        }
     }
 
     /// Allocation straight from the slabs, with the per-object checks when
