@@ -10,7 +10,7 @@ pub use ours::{KallocAtomicBitmap, KallocBitmap, KallocBuddy, KallocPerCpuBuddy}
 pub use peers::{BitmapAllocatorPeer, BuddySystemFramePeer};
 
 use crate::measure::{Batch, measure};
-use crate::rng::Rng;
+use crate::rng::{Rng, pick};
 use crate::suite::{Config, Entry, Family, Metric, Scale, Sink, WorkloadInfo, run_family};
 
 /// Frames in 1 GiB of 4 KiB frames.
@@ -333,13 +333,6 @@ fn mix<A: FrameAllocBench>(
         })
     });
     (sample, failures)
-}
-
-/// `word` mapped onto `0..len` by a multiply-high: uniform for random
-/// words, and without the division a `%` costs on every step.
-#[inline]
-fn pick(word: u64, len: usize) -> usize {
-    ((u128::from(word) * len as u128) >> 64) as usize
 }
 
 /// A hint to bring `ptr`'s cache line in; any address is allowed.

@@ -12,7 +12,7 @@ pub use peers::SlabmallocPeer;
 
 use crate::host::Host;
 use crate::measure::{Batch, Sample, measure};
-use crate::rng::Rng;
+use crate::rng::{Rng, pick};
 use crate::suite::{Config, Entry, Family, Metric, Sink, WorkloadInfo, run_family};
 
 /// Object sizes measured, in bytes.
@@ -212,7 +212,7 @@ fn churn<C: ObjectCacheBench>(
                         None => failures += 1,
                     }
                 } else {
-                    let object = held.swap_remove(word as usize % held.len());
+                    let object = held.swap_remove(pick(word, held.len()));
                     // SAFETY: each held object is freed once, then forgotten.
                     unsafe { cache.free(object) };
                 }
