@@ -67,8 +67,6 @@ mod recycle;
 mod shared;
 mod size_class;
 mod stats;
-#[cfg(all(test, not(loom)))]
-mod test_support;
 mod tlsf;
 
 pub use backend::{InitError, MID_CHUNK_PAGES, MID_MAX_BYTES};

@@ -5,29 +5,10 @@
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kalloc_api::{AllocError, FreeError, PageSource, ThreadCpuId};
-use kalloc_heap::{LockedHeap, PerCpuHeap, SystemPages};
-
-/// System pages, counting how many are out.
-#[derive(Default)]
-struct CountedPages(AtomicUsize);
-
-// SAFETY: forwards to `SystemPages`.
-unsafe impl PageSource for CountedPages {
-    fn allocate_pages(&self, count: usize, align_pages: usize) -> Result<NonNull<u8>, AllocError> {
-        let pages = SystemPages.allocate_pages(count, align_pages)?;
-        self.0.fetch_add(count, Ordering::Relaxed);
-        Ok(pages)
-    }
-    unsafe fn deallocate_pages(&self, pages: NonNull<u8>, count: usize) -> Result<(), FreeError> {
-        // SAFETY: the caller's promise, passed on.
-        unsafe { SystemPages.deallocate_pages(pages, count) }?;
-        self.0.fetch_sub(count, Ordering::Relaxed);
-        Ok(())
-    }
-}
+use kalloc_api::ThreadCpuId;
+use kalloc_heap::{LockedHeap, PerCpuHeap};
+use kalloc_slab::HostPages;
 
 /// The operations both heap fronts offer.
 trait ModelHeap {
@@ -49,7 +30,7 @@ trait ModelHeap {
     const EXACT_SMALL_BYTES: bool;
 }
 
-impl ModelHeap for LockedHeap<&CountedPages> {
+impl ModelHeap for LockedHeap<&HostPages> {
     fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.allocate(layout).ok()
     }
@@ -75,7 +56,7 @@ impl ModelHeap for LockedHeap<&CountedPages> {
     const EXACT_SMALL_BYTES: bool = true;
 }
 
-impl ModelHeap for PerCpuHeap<&CountedPages, ThreadCpuId, 4> {
+impl ModelHeap for PerCpuHeap<&HostPages, ThreadCpuId, 4> {
     fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.allocate(layout).ok()
     }
@@ -129,7 +110,7 @@ fn check_fill(block: &Live) {
     assert!(bytes.iter().all(|b| *b == block.fill), "contents lost");
 }
 
-fn run_model<H: ModelHeap>(heap: &H, pages: &CountedPages, seed: u64) {
+fn run_model<H: ModelHeap>(heap: &H, pages: &HostPages, seed: u64) {
     let steps = if cfg!(miri) { 200 } else { 20_000 };
     let mut state = seed;
     let mut live: Vec<Live> = Vec::new();
@@ -200,16 +181,12 @@ fn run_model<H: ModelHeap>(heap: &H, pages: &CountedPages, seed: u64) {
     }
     heap.shrink();
     assert_eq!(heap.bytes_in_use(), 0);
-    assert_eq!(
-        pages.0.load(Ordering::Relaxed),
-        0,
-        "every page back after shrink"
-    );
+    assert_eq!(pages.pages_out(), 0, "every page back after shrink");
 }
 
 #[test]
 fn locked_heap_matches_the_model() {
-    let pages = CountedPages::default();
+    let pages = HostPages::new();
     let heap = LockedHeap::new();
     heap.init(&pages).unwrap();
     run_model(&heap, &pages, 0x1234_5678_9abc_def1);
@@ -217,7 +194,7 @@ fn locked_heap_matches_the_model() {
 
 #[test]
 fn per_cpu_heap_matches_the_model() {
-    let pages = CountedPages::default();
+    let pages = HostPages::new();
     let heap = PerCpuHeap::new(ThreadCpuId).unwrap();
     heap.init(&pages).unwrap();
     run_model(&heap, &pages, 0x0fed_cba9_8765_4321);
@@ -225,8 +202,8 @@ fn per_cpu_heap_matches_the_model() {
 
 #[test]
 fn per_cpu_heap_matches_the_model_on_several_threads() {
-    let pages = CountedPages::default();
-    let heap: PerCpuHeap<&CountedPages, ThreadCpuId, 4> = PerCpuHeap::new(ThreadCpuId).unwrap();
+    let pages = HostPages::new();
+    let heap: PerCpuHeap<&HostPages, ThreadCpuId, 4> = PerCpuHeap::new(ThreadCpuId).unwrap();
     heap.init(&pages).unwrap();
     let threads: u64 = if cfg!(miri) { 2 } else { 4 };
     std::thread::scope(|scope| {
@@ -265,5 +242,5 @@ fn per_cpu_heap_matches_the_model_on_several_threads() {
     });
     heap.shrink();
     assert_eq!(heap.stats().total.bytes_in_use, 0);
-    assert_eq!(pages.0.load(Ordering::Relaxed), 0);
+    assert_eq!(pages.pages_out(), 0);
 }

@@ -1,10 +1,11 @@
 extern crate std;
 
 use super::*;
-use crate::test_support::CountedPages;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::alloc::{alloc, dealloc};
 use std::vec::Vec;
+
+use kalloc_slab::HostPages;
 
 /// A 4 KiB-aligned region from the host that frees itself.
 struct Region(NonNull<u8>, Layout);
@@ -38,8 +39,8 @@ fn layout(size: usize, align: usize) -> Layout {
 
 #[test]
 fn every_path_round_trips_and_pages_go_back() {
-    let mut heap: Heap<&CountedPages> = Heap::new();
-    let pages = CountedPages::default();
+    let mut heap: Heap<&HostPages> = Heap::new();
+    let pages = HostPages::new();
     heap.init(&pages).unwrap();
     let layouts = [
         layout(1, 1),
@@ -65,14 +66,14 @@ fn every_path_round_trips_and_pages_go_back() {
         layouts.iter().map(|l| l.size()).sum::<usize>()
     );
     assert_eq!(stats.large.bytes_in_use, 200_010);
-    assert!(pages.0.load(Ordering::Relaxed) > 0);
+    assert!(pages.pages_out() > 0);
     for (ptr, l) in blocks {
         // SAFETY: live, freed once.
         unsafe { heap.deallocate(ptr, l) }.unwrap();
     }
     assert_eq!(heap.stats().total.bytes_in_use, 0);
     heap.shrink();
-    assert_eq!(pages.0.load(Ordering::Relaxed), 0, "every page back");
+    assert_eq!(pages.pages_out(), 0, "every page back");
     assert_eq!(heap.stats().total.bytes_held, 0);
 }
 
@@ -264,8 +265,8 @@ fn region_stays_efficient_when_filled_with_random_sizes() {
 
 #[test]
 fn small_double_free_is_reported_and_freed_blocks_are_reused() {
-    let mut heap: Heap<&CountedPages> = Heap::new();
-    let pages = CountedPages::default();
+    let mut heap: Heap<&HostPages> = Heap::new();
+    let pages = HostPages::new();
     heap.init(&pages).unwrap();
     let small = layout(48, 8);
     let first = heap.allocate(small).unwrap();
@@ -287,17 +288,13 @@ fn small_double_free_is_reported_and_freed_blocks_are_reused() {
         heap.deallocate(second, small).unwrap();
     }
     heap.shrink();
-    assert_eq!(
-        pages.0.load(Ordering::Relaxed),
-        0,
-        "recycled blocks go back on shrink"
-    );
+    assert_eq!(pages.pages_out(), 0, "recycled blocks go back on shrink");
 }
 
 #[test]
 fn many_frees_of_one_class_flush_to_the_slabs_and_nothing_is_lost() {
-    let mut heap: Heap<&CountedPages> = Heap::new();
-    let pages = CountedPages::default();
+    let mut heap: Heap<&HostPages> = Heap::new();
+    let pages = HostPages::new();
     heap.init(&pages).unwrap();
     let small = layout(200, 8);
     let blocks: Vec<_> = (0..1000).map(|_| heap.allocate(small).unwrap()).collect();
@@ -327,17 +324,17 @@ fn many_frees_of_one_class_flush_to_the_slabs_and_nothing_is_lost() {
         unsafe { heap.deallocate(block, small) }.unwrap();
     }
     heap.shrink();
-    assert_eq!(pages.0.load(Ordering::Relaxed), 0, "every page back");
+    assert_eq!(pages.pages_out(), 0, "every page back");
 }
 
 #[test]
 fn a_burst_keeps_its_slabs_until_two_reaps_pass_without_use() {
-    let mut heap: Heap<&CountedPages> = Heap::new();
-    let pages = CountedPages::default();
+    let mut heap: Heap<&HostPages> = Heap::new();
+    let pages = HostPages::new();
     heap.init(&pages).unwrap();
     let small = layout(200, 8);
     let class = small_class(200, 8).unwrap();
-    let burst = |heap: &mut Heap<&CountedPages>| {
+    let burst = |heap: &mut Heap<&HostPages>| {
         let blocks: Vec<_> = (0..1000).map(|_| heap.allocate(small).unwrap()).collect();
         for block in blocks {
             // SAFETY: live, freed once.
@@ -354,5 +351,5 @@ fn a_burst_keeps_its_slabs_until_two_reaps_pass_without_use() {
     assert!(released > 0 && released < held, "{released} of {held}");
     assert!(heap.stats().classes[class].bytes_held < held / 10);
     heap.shrink();
-    assert_eq!(pages.0.load(Ordering::Relaxed), 0, "every page back");
+    assert_eq!(pages.pages_out(), 0, "every page back");
 }

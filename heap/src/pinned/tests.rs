@@ -2,16 +2,15 @@ extern crate std;
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::vec::Vec;
 
 use kalloc_api::{FreeError, PinnedCpu};
 
 use super::PinnedPerCpuHeap;
-use crate::test_support::CountedPages;
+use kalloc_slab::HostPages;
 
-type TestHeap<'p> = PinnedPerCpuHeap<&'p CountedPages, 2>;
+type TestHeap<'p> = PinnedPerCpuHeap<&'p HostPages, 2>;
 
 fn cpu(index: usize) -> PinnedCpu {
     // SAFETY: each test's heap is used by one thread per CPU index.
@@ -23,17 +22,17 @@ fn layout(size: usize, align: usize) -> Layout {
 }
 
 /// Shrinks on every CPU: every page must be back.
-fn shrink_everywhere(heap: &TestHeap<'_>, pages: &CountedPages) {
+fn shrink_everywhere(heap: &TestHeap<'_>, pages: &HostPages) {
     for index in 0..2 {
         heap.shrink(&cpu(index));
     }
     assert_eq!(heap.stats().total.bytes_in_use, 0);
-    assert_eq!(pages.0.load(Ordering::Relaxed), 0, "every page back");
+    assert_eq!(pages.pages_out(), 0, "every page back");
 }
 
 #[test]
 fn every_path_round_trips_across_cpus_and_pages_go_back() {
-    let pages = CountedPages::default();
+    let pages = HostPages::new();
     let heap: TestHeap<'_> = PinnedPerCpuHeap::with_pages(&pages).unwrap();
     let (zero, one) = (cpu(0), cpu(1));
     let layouts = [
@@ -67,7 +66,7 @@ fn every_path_round_trips_across_cpus_and_pages_go_back() {
 
 #[test]
 fn reallocation_keeps_contents_and_stays_in_place_within_a_class() {
-    let pages = CountedPages::default();
+    let pages = HostPages::new();
     let heap: TestHeap<'_> = PinnedPerCpuHeap::with_pages(&pages).unwrap();
     let zero = cpu(0);
     let small = layout(100, 8);
@@ -92,7 +91,7 @@ fn reallocation_keeps_contents_and_stays_in_place_within_a_class() {
 
 #[test]
 fn bad_frees_are_reported_and_nothing_is_lost() {
-    let pages = CountedPages::default();
+    let pages = HostPages::new();
     let heap: TestHeap<'_> = PinnedPerCpuHeap::with_pages(&pages).unwrap();
     let zero = cpu(0);
     let small = layout(48, 16);
@@ -144,7 +143,7 @@ unsafe impl Send for Handed {}
 #[test]
 fn threads_on_their_own_cpus_free_each_others_blocks() {
     let rounds = if cfg!(miri) { 40 } else { 4_000 };
-    let pages = CountedPages::default();
+    let pages = HostPages::new();
     let heap: TestHeap<'_> = PinnedPerCpuHeap::with_pages(&pages).unwrap();
     let (to_one, from_zero) = mpsc::channel::<Handed>();
     std::thread::scope(|scope| {
