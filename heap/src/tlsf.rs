@@ -8,15 +8,26 @@
 //!
 //! ```text
 //! | block | block | block | ... | sentinel |
-//!   ^ header: prev_phys, size|flags; a free block adds next_free, prev_free
+//!   ^ header: prev_phys|PREV_FREE, size|flags; a free block adds next_free, prev_free
 //! ```
 //!
 //! Every block starts with a two-word [`Block`] header and is a multiple of
-//! [`GRANULE_BYTES`], so payloads are 16-byte aligned. `prev_phys` is valid
-//! only while the previous block is free (`PREV_FREE`), except in the first
-//! block of a chunk, where it holds the chunk's length (and whether the chunk
-//! may be given back). The sentinel is a used block of size zero, so merging
-//! never runs off the chunk's end.
+//! [`GRANULE_BYTES`], so payloads are 16-byte aligned. `prev_phys` points to
+//! the previous block, with its low bit (`PREV_FREE`) set, while that block
+//! is free, and is null while it is used, except in the first block of a
+//! chunk, where it holds the chunk's length (and whether the chunk may be
+//! given back). The sentinel is a used block of size zero, so merging never
+//! runs off the chunk's end.
+//!
+//! # Memory traffic
+//!
+//! The headers an operation touches are usually cold, so the code is shaped
+//! around cache misses. The `PREV_FREE` flag lives in the pointer word, not
+//! beside the size, so that a neighbour changing state writes the word whole:
+//! a split or a merge stores to the far neighbour's header without reading
+//! its line first. Code that has just written a header passes the size on
+//! rather than reading it back, since a load from a line whose store still
+//! waits for that line stalls until it arrives.
 //!
 //! # Invariants
 //!
@@ -58,11 +69,13 @@ const CLOSE_FIT_SCAN: usize = 8;
 pub const MAX_BLOCK_BYTES: usize = (1 << (FL_COUNT as u32 + FL_SHIFT - 1)) - GRANULE_BYTES;
 
 const FREE: usize = 1;
-const PREV_FREE: usize = 2;
-const FIRST: usize = 4;
+const FIRST: usize = 2;
 const FLAGS: usize = GRANULE_BYTES - 1;
-/// Low bit of a first block's `prev_phys` word: the chunk may be given back.
-const RELEASABLE: usize = 1;
+/// In `prev_phys`: the previous block is free (and the word points to it).
+const PREV_FREE: usize = 1;
+/// In a first block's `prev_phys` (a chunk's length, a multiple of pages):
+/// the chunk goes back to its source once wholly free.
+const RELEASABLE: usize = 2;
 
 /// A block header; the free-list links exist only in free blocks.
 #[repr(C)]
@@ -179,34 +192,36 @@ unsafe fn set_size(block: *mut Block, size: usize, flags: usize) {
     unsafe { (*block).size = size | flags }
 }
 
-/// # Safety
-/// As [`size_of`].
-#[inline]
-unsafe fn add_flags(block: *mut Block, flags: usize) {
-    // SAFETY: the caller promises a valid header.
-    unsafe { (*block).size |= flags }
-}
-
-/// # Safety
-/// As [`size_of`].
-#[inline]
-unsafe fn clear_flags(block: *mut Block, flags: usize) {
-    // SAFETY: the caller promises a valid header.
-    unsafe { (*block).size &= !flags }
-}
-
-/// Marks `block` (of its current size) free in its successor's tag.
+/// The block before `block`, when that block is free.
 ///
 /// # Safety
-/// As [`next_phys`].
+/// As [`size_of`]; `block` is not a chunk's first block.
 #[inline]
-unsafe fn link_successor(block: *mut Block) {
+unsafe fn free_prev(block: *mut Block) -> Option<*mut Block> {
+    // SAFETY: the caller promises a valid header.
+    let word = unsafe { (*block).prev_phys };
+    (word.addr() & PREV_FREE != 0).then(|| word.map_addr(|addr| addr & !PREV_FREE))
+}
+
+/// Records in `next` that the block before it is used.
+///
+/// # Safety
+/// As [`size_of`]; `next` is not a chunk's first block.
+#[inline]
+unsafe fn mark_prev_used(next: *mut Block) {
+    // SAFETY: the caller promises a valid header.
+    unsafe { (*next).prev_phys = ptr::null_mut() }
+}
+
+/// Marks free `block`, of `size` bytes, in its successor's tag: one store,
+/// so the successor's line need not be read first.
+///
+/// # Safety
+/// As [`next_phys`]; `size` is the block's size.
+#[inline]
+unsafe fn link_successor(block: *mut Block, size: usize) {
     // SAFETY: the successor is a header in the same chunk (maybe the sentinel).
-    unsafe {
-        let next = next_phys(block);
-        (*next).prev_phys = block;
-        add_flags(next, PREV_FREE);
-    }
+    unsafe { (*block.byte_add(size)).prev_phys = block.map_addr(|addr| addr | PREV_FREE) }
 }
 
 impl Tlsf {
@@ -283,13 +298,14 @@ impl Tlsf {
         // caller hands over; the first is 16-byte aligned by `skip`.
         unsafe {
             let block: *mut Block = start.as_ptr().byte_add(skip).cast();
-            let tag = if releasable { len | RELEASABLE } else { len };
+            // Only a releasable chunk's length is read back; it is a
+            // multiple of pages, so the flag bits are clear.
+            let tag = if releasable { len | RELEASABLE } else { 0 };
             (*block).prev_phys = ptr::without_provenance_mut(tag);
             set_size(block, block_bytes, FREE | FIRST);
-            let sentinel = next_phys(block);
-            (*sentinel).prev_phys = block;
-            set_size(sentinel, 0, PREV_FREE);
-            self.insert(block);
+            set_size(next_phys(block), 0, 0);
+            link_successor(block, block_bytes);
+            self.insert(block, block_bytes);
         }
         self.held_bytes += usable;
         self.free_bytes += block_bytes;
@@ -334,10 +350,10 @@ impl Tlsf {
             } else {
                 let total = size_of(block);
                 let aligned: *mut Block = block.byte_add(gap);
-                set_size(aligned, total - gap, FREE | PREV_FREE);
-                (*aligned).prev_phys = block;
+                set_size(aligned, total - gap, FREE);
+                (*aligned).prev_phys = block.map_addr(|addr| addr | PREV_FREE);
                 set_size(block, gap, flags_of(block));
-                self.insert(block);
+                self.insert(block, gap);
                 aligned
             };
             self.free_bytes -= size_of(block);
@@ -466,12 +482,13 @@ impl Tlsf {
                 set_size(block, needed, flags);
                 let rest = block.byte_add(needed);
                 set_size(rest, total - needed, FREE);
-                link_successor(rest);
+                mark_prev_used(rest);
+                link_successor(rest, total - needed);
                 self.free_bytes += total - needed;
-                self.insert(rest);
+                self.insert(rest, total - needed);
             } else {
                 set_size(block, total, flags);
-                clear_flags(next_phys(block), PREV_FREE);
+                mark_prev_used(block.byte_add(total));
             }
         }
     }
@@ -493,50 +510,67 @@ impl Tlsf {
         // neighbours found through the tags are headers of the same chunk.
         unsafe {
             let mut block: *mut Block = payload.as_ptr().byte_sub(HEADER_BYTES).cast();
-            if flags_of(block) & FREE != 0 {
+            let flags = flags_of(block);
+            if flags & FREE != 0 {
                 return Err(TlsfFreeError::DoubleFree);
             }
+            let mut first = flags & FIRST;
             let mut size = size_of(block);
             self.free_bytes += size;
-            let next = next_phys(block);
+            let next = block.byte_add(size);
             if flags_of(next) & FREE != 0 {
-                self.remove(next);
                 size += size_of(next);
+                self.remove(next);
             }
-            if flags_of(block) & PREV_FREE != 0 {
-                let prev = (*block).prev_phys;
-                self.remove(prev);
+            if let Some(prev) = free_prev(block) {
                 size += size_of(prev);
+                first = flags_of(prev) & FIRST;
+                self.remove(prev);
                 block = prev;
             }
-            set_size(block, size, (flags_of(block) & FIRST) | FREE);
-            link_successor(block);
-            if flags_of(block) & FIRST != 0 && size_of(next_phys(block)) == 0 {
-                return Ok(self.chunk_became_free(block));
+            // From here on only stores reach the headers: see the module docs.
+            set_size(block, size, first | FREE);
+            link_successor(block, size);
+            if first != 0 && Self::spans_releasable_chunk(block, size) {
+                return Ok(self.chunk_became_free(block, size));
             }
-            self.insert(block);
+            self.insert(block, size);
             Ok(None)
         }
+    }
+
+    /// Whether free first block `block` of `size` bytes fills a releasable
+    /// chunk. Reads only the block's own header: the successor (the sentinel
+    /// then) may be a line away.
+    ///
+    /// # Safety
+    /// `block` is the first block of an owned chunk.
+    #[inline]
+    unsafe fn spans_releasable_chunk(block: *mut Block, size: usize) -> bool {
+        // SAFETY: a first block's `prev_phys` holds its chunk's length tag.
+        let tag = unsafe { (*block).prev_phys }.addr();
+        tag & RELEASABLE != 0 && size + SENTINEL_BYTES == tag & !RELEASABLE
     }
 
     /// Keeps one wholly free releasable chunk listed; hands back any other.
     ///
     /// # Safety
-    /// `block` is the unlisted, free, only block of its chunk.
+    /// `block` is the unlisted, free, only block of a releasable chunk, of
+    /// `size` bytes.
     #[cold]
-    unsafe fn chunk_became_free(&mut self, block: *mut Block) -> Option<ReleasedChunk> {
-        // SAFETY: a first block's `prev_phys` holds its chunk's length tag.
-        let tag = unsafe { (*block).prev_phys }.addr();
-        if tag & RELEASABLE == 0 || self.spare.is_null() {
-            if tag & RELEASABLE != 0 {
-                self.spare = block;
-            }
+    unsafe fn chunk_became_free(
+        &mut self,
+        block: *mut Block,
+        size: usize,
+    ) -> Option<ReleasedChunk> {
+        if self.spare.is_null() {
+            self.spare = block;
             // SAFETY: per the caller's promise.
-            unsafe { self.insert(block) };
+            unsafe { self.insert(block, size) };
             return None;
         }
-        // SAFETY: as above.
-        Some(unsafe { self.forget_chunk(block, tag & !RELEASABLE) })
+        // SAFETY: as above; the chunk's length is its block and sentinel.
+        Some(unsafe { self.forget_chunk(block, size + SENTINEL_BYTES) })
     }
 
     /// Drops the accounting of wholly free, unlisted chunk `block`.
@@ -603,7 +637,7 @@ impl Tlsf {
                 self.free_bytes -= size_of(next);
                 total += size_of(next);
                 set_size(block, total, flags_of(block));
-                clear_flags(next_phys(block), PREV_FREE);
+                mark_prev_used(block.byte_add(total));
             }
             if total - needed >= MIN_BLOCK_BYTES {
                 self.shrink_used(block, needed);
@@ -632,30 +666,31 @@ impl Tlsf {
             set_size(block, needed, flags_of(block));
             let rest = block.byte_add(needed);
             set_size(rest, rest_size, FREE);
-            link_successor(rest);
+            mark_prev_used(rest);
+            link_successor(rest, rest_size);
             self.free_bytes += rest_size;
-            self.insert(rest);
+            self.insert(rest, rest_size);
         }
     }
 
-    /// Pushes free `block` on its list.
+    /// Pushes free `block`, of `size` bytes, on its list. The size comes
+    /// from the caller, who has just written it (see the module docs).
     ///
     /// # Safety
-    /// `block` is an unlisted free header in an owned chunk.
+    /// `block` is an unlisted free header of `size` bytes in an owned chunk.
     #[inline]
-    unsafe fn insert(&mut self, block: *mut Block) {
+    unsafe fn insert(&mut self, block: *mut Block, size: usize) {
+        let (fl, sl) = mapping_insert(size);
+        let head = self.heads[fl][sl];
         // SAFETY: per the caller's promise; the old head is a listed block.
         unsafe {
-            let (fl, sl) = mapping_insert(size_of(block));
-            let head = self.heads[fl][sl];
+            debug_assert_eq!(size_of(block), size);
             (*block).next_free = head;
             (*block).prev_free = ptr::null_mut();
             if !head.is_null() {
                 (*head).prev_free = block;
             }
         }
-        // SAFETY: as above.
-        let (fl, sl) = mapping_insert(unsafe { size_of(block) });
         self.heads[fl][sl] = block;
         self.fl_bitmap |= 1 << fl;
         self.sl_bitmaps[fl] |= 1 << sl;
@@ -707,8 +742,7 @@ impl Tlsf {
                         assert_ne!(flags_of(block) & FREE, 0);
                         let next = next_phys(block);
                         assert_eq!(flags_of(next) & FREE, 0, "free neighbours");
-                        assert_ne!(flags_of(next) & PREV_FREE, 0);
-                        assert_eq!((*next).prev_phys, block);
+                        assert_eq!(free_prev(next), Some(block));
                         listed += size_of(block);
                         block = (*block).next_free;
                     }
