@@ -254,8 +254,10 @@ impl<P: PageSource> Backend<P> {
         new_size: usize,
     ) -> bool {
         let (old_size, align) = (old.size(), old.align());
+        let large = matches!(self.source, Source::Pages(_))
+            && (old_size > MID_MAX_BYTES || align > PAGE_SIZE);
         let moved_on = match &self.source {
-            Source::Pages(_) if old_size > MID_MAX_BYTES || align > PAGE_SIZE => {
+            Source::Pages(_) if large => {
                 if new_size <= MID_MAX_BYTES && align <= PAGE_SIZE {
                     return false;
                 }
@@ -267,7 +269,8 @@ impl<P: PageSource> Backend<P> {
             _ => unsafe { self.tlsf.resize_in_place(ptr, new_size) },
         };
         if moved_on {
-            let stats = if old_size > MID_MAX_BYTES || align > PAGE_SIZE {
+            // Region mode counts every TLSF block as mid-size, whatever its size.
+            let stats = if large {
                 &mut self.large
             } else {
                 &mut self.mid

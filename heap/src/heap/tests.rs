@@ -353,3 +353,20 @@ fn a_burst_keeps_its_slabs_until_two_reaps_pass_without_use() {
     heap.shrink();
     assert_eq!(pages.pages_out(), 0, "every page back");
 }
+
+#[test]
+fn region_mode_counts_large_blocks_as_mid_size_when_they_resize() {
+    let (_region, mut heap) = region_heap(1 << 20);
+    let big = heap.allocate(layout(100_000, 8)).unwrap();
+    // SAFETY: `big` is live with its layout at each step.
+    unsafe {
+        assert_eq!(heap.reallocate(big, layout(100_000, 8), 90_000), Ok(big));
+        let stats = heap.stats();
+        assert_eq!(
+            (stats.mid.bytes_in_use, stats.large.bytes_in_use),
+            (90_000, 0)
+        );
+        heap.deallocate(big, layout(90_000, 8)).unwrap();
+    }
+    assert_eq!(heap.stats().total.bytes_in_use, 0);
+}
