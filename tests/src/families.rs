@@ -166,6 +166,15 @@ pub const HEAP: Family = Family {
     run: crate::adapters::heap::run_heap,
 };
 
+/// `kalloc-heap`'s heap over one fixed region: slabs, mid-size and large
+/// blocks all cut from it.
+pub const REGION_HEAP: Family = Family {
+    name: "region-heap",
+    profile: Profile::HEAP,
+    mix: Mix::CHURN,
+    run: crate::adapters::heap::run_region_heap,
+};
+
 /// `kalloc-heap`'s locked heap through `GlobalAlloc`, reallocation included.
 pub const LOCKED_HEAP: Family = Family {
     name: "locked-heap",

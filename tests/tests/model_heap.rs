@@ -3,7 +3,7 @@
 //! reallocation, and every page back in the page source at the end.
 
 use kalloc_tests::check;
-use kalloc_tests::families::{HEAP, LOCKED_HEAP, PER_CPU_HEAP};
+use kalloc_tests::families::{HEAP, LOCKED_HEAP, PER_CPU_HEAP, REGION_HEAP};
 
 #[test]
 fn heap_matches_the_model_and_returns_every_page() {
@@ -15,6 +15,17 @@ fn heap_matches_the_model_and_returns_every_page() {
         "never reached exhaustion: {total:?}"
     );
     assert!(total.hostile_checked > 100, "{total:?}");
+}
+
+#[test]
+fn region_heap_matches_the_model_and_ends_as_one_free_block() {
+    let total = check(&REGION_HEAP.plan(60, 1..=1600), REGION_HEAP.run);
+    assert!(total.allocations > 10_000, "{total:?}");
+    assert!(total.reallocations > 1_000, "{total:?}");
+    assert!(
+        total.out_of_memory > 0,
+        "never reached exhaustion: {total:?}"
+    );
 }
 
 #[test]

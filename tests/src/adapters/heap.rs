@@ -1,17 +1,18 @@
 //! `kalloc-heap`: the kernel heap through its checked API, behind one lock
 //! through `GlobalAlloc`, and with per-CPU small classes, over the checking
-//! [`HostPages`] source.
+//! [`HostPages`] source; and the heap over one fixed region, as a kernel
+//! without a frame allocator uses it.
 
 use std::alloc::Layout;
 
 use kalloc_api::sync::{AtomicUsize, Ordering};
 use kalloc_api::{AllocError, FreeError, PAGE_SIZE};
-use kalloc_heap::{Heap, HeapStats, LockedHeap, PerCpuHeap};
+use kalloc_heap::{Heap, HeapStats, LockedHeap, NoPages, PerCpuHeap};
 
 use crate::adapter::{Expect, ModelAllocator, Rules};
 use crate::adapters::{GlobalAdapter, HeapHooks};
 use crate::driver::{Divergence, Summary, run};
-use crate::host::HostPages;
+use crate::host::{HostArena, HostPages};
 use crate::model::{Block, Model, Span};
 use crate::op::Op;
 
@@ -65,6 +66,43 @@ struct HeapAdapter<'p> {
     pages: &'p HostPages,
 }
 
+fn heap_allocate<P: kalloc_api::PageSource>(
+    heap: &mut Heap<P>,
+    size: u64,
+    align: u64,
+) -> Result<Block, AllocError> {
+    let ptr = heap.allocate(layout(size, align)?)?;
+    Ok(Block::host(ptr, size))
+}
+
+fn heap_free<P: kalloc_api::PageSource>(
+    heap: &mut Heap<P>,
+    block: &Block,
+    size: u64,
+    align: u64,
+) -> Result<(), FreeError> {
+    let layout = layout(size, align).map_err(|_| FreeError::SizeMismatch)?;
+    let ptr = block.ptr.ok_or(FreeError::NotOwned)?;
+    // SAFETY: the rules skip every hostile free, so `ptr` is a live block of
+    // this heap allocated (or last resized) with `layout`.
+    unsafe { heap.deallocate(ptr, layout) }
+}
+
+fn heap_realloc<P: kalloc_api::PageSource>(
+    heap: &mut Heap<P>,
+    block: &Block,
+    size: u64,
+    align: u64,
+    new_size: u64,
+) -> Result<Block, AllocError> {
+    let old = layout(size, align)?;
+    let new_size = usize::try_from(new_size).map_err(|_| AllocError::Overflow)?;
+    let ptr = block.ptr.ok_or(AllocError::OutOfMemory)?;
+    // SAFETY: `ptr` is a live block of this heap allocated with `old`.
+    let moved = unsafe { heap.reallocate(ptr, old, new_size) }?;
+    Ok(Block::host(moved, new_size as u64))
+}
+
 impl ModelAllocator for HeapAdapter<'_> {
     fn rules(&self) -> Rules {
         Rules {
@@ -79,16 +117,11 @@ impl ModelAllocator for HeapAdapter<'_> {
     }
 
     fn allocate(&mut self, size: u64, align: u64) -> Result<Block, AllocError> {
-        let ptr = self.heap.allocate(layout(size, align)?)?;
-        Ok(Block::host(ptr, size))
+        heap_allocate(&mut self.heap, size, align)
     }
 
     fn free(&mut self, block: &Block, size: u64, align: u64) -> Result<(), FreeError> {
-        let layout = layout(size, align).map_err(|_| FreeError::SizeMismatch)?;
-        let ptr = block.ptr.ok_or(FreeError::NotOwned)?;
-        // SAFETY: the rules skip every hostile free, so `ptr` is a live
-        // block of this heap allocated with `layout`.
-        unsafe { self.heap.deallocate(ptr, layout) }
+        heap_free(&mut self.heap, block, size, align)
     }
 
     fn realloc(
@@ -98,12 +131,7 @@ impl ModelAllocator for HeapAdapter<'_> {
         align: u64,
         new_size: u64,
     ) -> Result<Block, AllocError> {
-        let old = layout(size, align)?;
-        let new_size = usize::try_from(new_size).map_err(|_| AllocError::Overflow)?;
-        let ptr = block.ptr.ok_or(AllocError::OutOfMemory)?;
-        // SAFETY: `ptr` is a live block of this heap allocated with `old`.
-        let moved = unsafe { self.heap.reallocate(ptr, old, new_size) }?;
-        Ok(Block::host(moved, new_size as u64))
+        heap_realloc(&mut self.heap, block, size, align, new_size)
     }
 
     fn shrink(&mut self) {
@@ -136,6 +164,111 @@ pub fn run_heap(ops: &[Op]) -> Result<Summary, Divergence> {
         heap: Heap::with_pages(&pages),
         pages: &pages,
     };
+    run(&mut adapter, ops)
+}
+
+/// Bytes of the region heap's arena: 4 MiB, so megabyte requests exhaust it.
+const REGION_BYTES: usize = SOURCE_PAGES * PAGE_SIZE;
+/// Where the region starts in its arena: mid-page, as a kernel's `.bss`
+/// heap may.
+const REGION_OFFSET: usize = 0x808;
+
+/// Drives a [`Heap`] over one fixed region, where slabs and every non-small
+/// block share the region's TLSF.
+struct RegionHeapAdapter {
+    heap: Heap<NoPages>,
+    region: Span,
+    /// Free bytes and largest free block of the fresh heap.
+    fresh: (usize, usize),
+}
+
+impl ModelAllocator for RegionHeapAdapter {
+    fn rules(&self) -> Rules {
+        Rules {
+            zero_size: Expect::Succeed,
+            ..Rules::UNCHECKED_HEAP
+        }
+    }
+
+    fn owned(&self) -> Vec<Span> {
+        vec![self.region]
+    }
+
+    fn allocate(&mut self, size: u64, align: u64) -> Result<Block, AllocError> {
+        heap_allocate(&mut self.heap, size, align)
+    }
+
+    fn free(&mut self, block: &Block, size: u64, align: u64) -> Result<(), FreeError> {
+        heap_free(&mut self.heap, block, size, align)
+    }
+
+    fn realloc(
+        &mut self,
+        block: &Block,
+        size: u64,
+        align: u64,
+        new_size: u64,
+    ) -> Result<Block, AllocError> {
+        heap_realloc(&mut self.heap, block, size, align, new_size)
+    }
+
+    fn shrink(&mut self) {
+        self.heap.shrink();
+    }
+
+    fn charge(&self, _block: &Block, requested: u64, _align: u64) -> u64 {
+        requested
+    }
+
+    fn used_bytes(&self) -> Option<u64> {
+        Some(self.heap.stats().total.bytes_in_use as u64)
+    }
+
+    fn check(&self, _model: &Model) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn finish(&mut self, _model: &Model) -> Result<(), String> {
+        let stats = self.heap.stats();
+        if stats.total.bytes_in_use != 0 {
+            return Err(format!(
+                "{} bytes still in use after every block was freed",
+                stats.total.bytes_in_use
+            ));
+        }
+        let now = (stats.mid_free_bytes, stats.mid_largest_free_bytes);
+        if now != self.fresh {
+            return Err(format!(
+                "after every free and a shrink the region has (free, largest) = {now:?}, \
+                 fresh it had {:?}",
+                self.fresh
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `ops` on a [`Heap`] over one 4 MiB region, through its checked API;
+/// contents are written and verified, and after every block is freed and
+/// the heap shrunk the region must be one free block again.
+pub fn run_region_heap(ops: &[Op]) -> Result<Summary, Divergence> {
+    let arena = HostArena::new(REGION_BYTES, SOURCE_ALIGN_PAGES * PAGE_SIZE);
+    let start = arena.at(REGION_OFFSET);
+    let len = REGION_BYTES - REGION_OFFSET;
+    let mut heap = Heap::new();
+    // SAFETY: the arena outlives the heap and nothing else uses it.
+    unsafe { heap.init_with_region(start.as_ptr(), len) }.expect("the region fits");
+    let stats = heap.stats();
+    let region = (
+        start.as_ptr() as u64,
+        (start.as_ptr() as usize + len) as u64,
+    );
+    let mut adapter = RegionHeapAdapter {
+        heap,
+        region,
+        fresh: (stats.mid_free_bytes, stats.mid_largest_free_bytes),
+    };
+    // The heap in `adapter` is dropped before `arena`, declared earlier.
     run(&mut adapter, ops)
 }
 
