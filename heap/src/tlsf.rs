@@ -376,34 +376,32 @@ impl Tlsf {
         gap
     }
 
-    /// The smallest block holding `needed` bytes among the first few of
+    /// The first block holding `needed` bytes among the first few of
     /// `needed`'s own list, whose blocks are at most one list step larger.
     /// Taking these before the next list's keeps larger blocks whole for
     /// larger requests: good fit alone splits them and fragments the heap.
+    /// The first fit, not the best of the few: every block looked at is a
+    /// likely cache miss, and the head, most recently freed, is the likeliest
+    /// to be cached.
     #[inline]
     fn find_close_fit(&self, needed: usize) -> Option<*mut Block> {
         let (fl, sl) = mapping_insert(needed);
         if self.sl_bitmaps.get(fl)? & (1 << sl) == 0 {
             return None;
         }
-        let mut best: Option<(*mut Block, usize)> = None;
         let mut block = self.heads[fl][sl];
         for _ in 0..CLOSE_FIT_SCAN {
             if block.is_null() {
                 break;
             }
             // SAFETY: listed blocks are free headers in owned chunks.
-            let size = unsafe { size_of(block) };
-            if size >= needed && best.is_none_or(|(_, best_size)| size < best_size) {
-                best = Some((block, size));
-                if size == needed {
-                    break;
-                }
+            if unsafe { size_of(block) } >= needed {
+                return Some(block);
             }
             // SAFETY: as above.
             block = unsafe { (*block).next_free };
         }
-        best.map(|(block, _)| block)
+        None
     }
 
     /// Head of the first list whose blocks all hold `needed` bytes.
