@@ -6,7 +6,7 @@
 use std::alloc::Layout;
 
 use kalloc_api::sync::{AtomicUsize, Ordering};
-use kalloc_api::{AllocError, FreeError, PAGE_SIZE};
+use kalloc_api::{AllocError, FreeError, PAGE_SIZE, PageSource};
 use kalloc_heap::{Heap, HeapStats, LockedHeap, NoPages, PerCpuHeap};
 
 use crate::adapter::{Expect, ModelAllocator, Rules};
@@ -59,177 +59,57 @@ fn check_all_back(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
     pages.check_all_returned()
 }
 
-/// Drives a [`Heap`] through its checked API (`allocate`, `deallocate`,
-/// `reallocate` returning errors).
-struct HeapAdapter<'p> {
-    heap: Heap<Pages<'p>>,
-    pages: &'p HostPages,
+/// Where a driven [`Heap`]'s memory comes from, and what must hold of it
+/// along the way and at the end.
+trait HeapMemory {
+    type Pages: PageSource;
+    /// The address ranges the heap may hand out.
+    fn owned(&self) -> Vec<Span>;
+    /// Checked after every step.
+    fn check(&self, stats: &HeapStats) -> Result<(), String>;
+    /// Checked after every block was freed and the heap shrunk.
+    fn finish(&self, stats: &HeapStats) -> Result<(), String>;
 }
 
-fn heap_allocate<P: kalloc_api::PageSource>(
-    heap: &mut Heap<P>,
-    size: u64,
-    align: u64,
-) -> Result<Block, AllocError> {
-    let ptr = heap.allocate(layout(size, align)?)?;
-    Ok(Block::host(ptr, size))
-}
+/// All memory from the checking page source.
+struct SourceMemory<'p>(&'p HostPages);
 
-fn heap_free<P: kalloc_api::PageSource>(
-    heap: &mut Heap<P>,
-    block: &Block,
-    size: u64,
-    align: u64,
-) -> Result<(), FreeError> {
-    let layout = layout(size, align).map_err(|_| FreeError::SizeMismatch)?;
-    let ptr = block.ptr.ok_or(FreeError::NotOwned)?;
-    // SAFETY: the rules skip every hostile free, so `ptr` is a live block of
-    // this heap allocated (or last resized) with `layout`.
-    unsafe { heap.deallocate(ptr, layout) }
-}
-
-fn heap_realloc<P: kalloc_api::PageSource>(
-    heap: &mut Heap<P>,
-    block: &Block,
-    size: u64,
-    align: u64,
-    new_size: u64,
-) -> Result<Block, AllocError> {
-    let old = layout(size, align)?;
-    let new_size = usize::try_from(new_size).map_err(|_| AllocError::Overflow)?;
-    let ptr = block.ptr.ok_or(AllocError::OutOfMemory)?;
-    // SAFETY: `ptr` is a live block of this heap allocated with `old`.
-    let moved = unsafe { heap.reallocate(ptr, old, new_size) }?;
-    Ok(Block::host(moved, new_size as u64))
-}
-
-impl ModelAllocator for HeapAdapter<'_> {
-    fn rules(&self) -> Rules {
-        Rules {
-            // A zero size is served as one byte.
-            zero_size: Expect::Succeed,
-            ..Rules::UNCHECKED_HEAP
-        }
-    }
+impl<'p> HeapMemory for SourceMemory<'p> {
+    type Pages = Pages<'p>;
 
     fn owned(&self) -> Vec<Span> {
-        self.pages.held_spans()
+        self.0.held_spans()
     }
 
-    fn allocate(&mut self, size: u64, align: u64) -> Result<Block, AllocError> {
-        heap_allocate(&mut self.heap, size, align)
+    fn check(&self, stats: &HeapStats) -> Result<(), String> {
+        check_pages(stats, self.0)
     }
 
-    fn free(&mut self, block: &Block, size: u64, align: u64) -> Result<(), FreeError> {
-        heap_free(&mut self.heap, block, size, align)
-    }
-
-    fn realloc(
-        &mut self,
-        block: &Block,
-        size: u64,
-        align: u64,
-        new_size: u64,
-    ) -> Result<Block, AllocError> {
-        heap_realloc(&mut self.heap, block, size, align, new_size)
-    }
-
-    fn shrink(&mut self) {
-        self.heap.shrink();
-    }
-
-    fn charge(&self, _block: &Block, requested: u64, _align: u64) -> u64 {
-        requested
-    }
-
-    fn used_bytes(&self) -> Option<u64> {
-        Some(self.heap.stats().total.bytes_in_use as u64)
-    }
-
-    fn check(&self, _model: &Model) -> Result<(), String> {
-        check_pages(&self.heap.stats(), self.pages)
-    }
-
-    fn finish(&mut self, _model: &Model) -> Result<(), String> {
-        check_all_back(&self.heap.stats(), self.pages)
+    fn finish(&self, stats: &HeapStats) -> Result<(), String> {
+        check_all_back(stats, self.0)
     }
 }
 
-/// Runs `ops` on a [`Heap`] taking all its memory from a 4 MiB checking page
-/// source, through its checked API; contents are written and verified, and
-/// after every block is freed and the heap shrunk, every page must be back.
-pub fn run_heap(ops: &[Op]) -> Result<Summary, Divergence> {
-    let pages = HostPages::new(SOURCE_PAGES, SOURCE_ALIGN_PAGES);
-    let mut adapter = HeapAdapter {
-        heap: Heap::with_pages(&pages),
-        pages: &pages,
-    };
-    run(&mut adapter, ops)
-}
-
-/// Bytes of the region heap's arena: 4 MiB, so megabyte requests exhaust it.
-const REGION_BYTES: usize = SOURCE_PAGES * PAGE_SIZE;
-/// Where the region starts in its arena: mid-page, as a kernel's `.bss`
-/// heap may.
-const REGION_OFFSET: usize = 0x808;
-
-/// Drives a [`Heap`] over one fixed region, where slabs and every non-small
-/// block share the region's TLSF.
-struct RegionHeapAdapter {
-    heap: Heap<NoPages>,
+/// One fixed region, where slabs, mid-size and large blocks all share the
+/// region's TLSF.
+struct RegionMemory {
     region: Span,
     /// Free bytes and largest free block of the fresh heap.
     fresh: (usize, usize),
 }
 
-impl ModelAllocator for RegionHeapAdapter {
-    fn rules(&self) -> Rules {
-        Rules {
-            zero_size: Expect::Succeed,
-            ..Rules::UNCHECKED_HEAP
-        }
-    }
+impl HeapMemory for RegionMemory {
+    type Pages = NoPages;
 
     fn owned(&self) -> Vec<Span> {
         vec![self.region]
     }
 
-    fn allocate(&mut self, size: u64, align: u64) -> Result<Block, AllocError> {
-        heap_allocate(&mut self.heap, size, align)
-    }
-
-    fn free(&mut self, block: &Block, size: u64, align: u64) -> Result<(), FreeError> {
-        heap_free(&mut self.heap, block, size, align)
-    }
-
-    fn realloc(
-        &mut self,
-        block: &Block,
-        size: u64,
-        align: u64,
-        new_size: u64,
-    ) -> Result<Block, AllocError> {
-        heap_realloc(&mut self.heap, block, size, align, new_size)
-    }
-
-    fn shrink(&mut self) {
-        self.heap.shrink();
-    }
-
-    fn charge(&self, _block: &Block, requested: u64, _align: u64) -> u64 {
-        requested
-    }
-
-    fn used_bytes(&self) -> Option<u64> {
-        Some(self.heap.stats().total.bytes_in_use as u64)
-    }
-
-    fn check(&self, _model: &Model) -> Result<(), String> {
+    fn check(&self, _stats: &HeapStats) -> Result<(), String> {
         Ok(())
     }
 
-    fn finish(&mut self, _model: &Model) -> Result<(), String> {
-        let stats = self.heap.stats();
+    fn finish(&self, stats: &HeapStats) -> Result<(), String> {
         if stats.total.bytes_in_use != 0 {
             return Err(format!(
                 "{} bytes still in use after every block was freed",
@@ -248,6 +128,93 @@ impl ModelAllocator for RegionHeapAdapter {
     }
 }
 
+/// Drives a [`Heap`] through its checked API (`allocate`, `deallocate`,
+/// `reallocate` returning errors).
+struct HeapAdapter<M: HeapMemory> {
+    heap: Heap<M::Pages>,
+    memory: M,
+}
+
+impl<M: HeapMemory> ModelAllocator for HeapAdapter<M> {
+    fn rules(&self) -> Rules {
+        Rules {
+            // A zero size is served as one byte.
+            zero_size: Expect::Succeed,
+            ..Rules::UNCHECKED_HEAP
+        }
+    }
+
+    fn owned(&self) -> Vec<Span> {
+        self.memory.owned()
+    }
+
+    fn allocate(&mut self, size: u64, align: u64) -> Result<Block, AllocError> {
+        let ptr = self.heap.allocate(layout(size, align)?)?;
+        Ok(Block::host(ptr, size))
+    }
+
+    fn free(&mut self, block: &Block, size: u64, align: u64) -> Result<(), FreeError> {
+        let layout = layout(size, align).map_err(|_| FreeError::SizeMismatch)?;
+        let ptr = block.ptr.ok_or(FreeError::NotOwned)?;
+        // SAFETY: the rules skip every hostile free, so `ptr` is a live
+        // block of this heap allocated (or last resized) with `layout`.
+        unsafe { self.heap.deallocate(ptr, layout) }
+    }
+
+    fn realloc(
+        &mut self,
+        block: &Block,
+        size: u64,
+        align: u64,
+        new_size: u64,
+    ) -> Result<Block, AllocError> {
+        let old = layout(size, align)?;
+        let new_size = usize::try_from(new_size).map_err(|_| AllocError::Overflow)?;
+        let ptr = block.ptr.ok_or(AllocError::OutOfMemory)?;
+        // SAFETY: `ptr` is a live block of this heap allocated with `old`.
+        let moved = unsafe { self.heap.reallocate(ptr, old, new_size) }?;
+        Ok(Block::host(moved, new_size as u64))
+    }
+
+    fn shrink(&mut self) {
+        self.heap.shrink();
+    }
+
+    fn charge(&self, _block: &Block, requested: u64, _align: u64) -> u64 {
+        requested
+    }
+
+    fn used_bytes(&self) -> Option<u64> {
+        Some(self.heap.stats().total.bytes_in_use as u64)
+    }
+
+    fn check(&self, _model: &Model) -> Result<(), String> {
+        self.memory.check(&self.heap.stats())
+    }
+
+    fn finish(&mut self, _model: &Model) -> Result<(), String> {
+        self.memory.finish(&self.heap.stats())
+    }
+}
+
+/// Runs `ops` on a [`Heap`] taking all its memory from a 4 MiB checking page
+/// source, through its checked API; contents are written and verified, and
+/// after every block is freed and the heap shrunk, every page must be back.
+pub fn run_heap(ops: &[Op]) -> Result<Summary, Divergence> {
+    let pages = HostPages::new(SOURCE_PAGES, SOURCE_ALIGN_PAGES);
+    let mut adapter = HeapAdapter {
+        heap: Heap::with_pages(&pages),
+        memory: SourceMemory(&pages),
+    };
+    run(&mut adapter, ops)
+}
+
+/// Bytes of the region heap's arena: 4 MiB, so megabyte requests exhaust it.
+const REGION_BYTES: usize = SOURCE_PAGES * PAGE_SIZE;
+/// Where the region starts in its arena: mid-page, as a kernel's `.bss`
+/// heap may.
+const REGION_OFFSET: usize = 0x808;
+
 /// Runs `ops` on a [`Heap`] over one 4 MiB region, through its checked API;
 /// contents are written and verified, and after every block is freed and
 /// the heap shrunk the region must be one free block again.
@@ -263,10 +230,12 @@ pub fn run_region_heap(ops: &[Op]) -> Result<Summary, Divergence> {
         start.as_ptr() as u64,
         (start.as_ptr() as usize + len) as u64,
     );
-    let mut adapter = RegionHeapAdapter {
+    let mut adapter = HeapAdapter {
         heap,
-        region,
-        fresh: (stats.mid_free_bytes, stats.mid_largest_free_bytes),
+        memory: RegionMemory {
+            region,
+            fresh: (stats.mid_free_bytes, stats.mid_largest_free_bytes),
+        },
     };
     // The heap in `adapter` is dropped before `arena`, declared earlier.
     run(&mut adapter, ops)
