@@ -18,7 +18,9 @@
 //!
 //! Every workload draws its operation sequence from a seeded [`Rng`], so each
 //! allocator of a family sees the same sequence; timing is the median of many
-//! batches after a warm-up ([`measure`](measure::measure)).
+//! batches after a warm-up ([`measure`](measure::measure)), the heaps of a
+//! workload taking turns batch by batch
+//! ([`measure_in_turns`](measure::measure_in_turns)).
 //!
 //! # Example
 //!

@@ -123,25 +123,76 @@ const MIN_BATCHES_CAP: u32 = 4;
 /// `MIN_BATCHES_CAP` times the target is spent, and a warm-up batch that alone
 /// took longer than the target is kept as the only timed batch.
 pub fn measure(budget: &Budget, mut batch: impl FnMut() -> Batch) -> Sample {
+    measure_in_turns(budget, &mut [()], |_| batch())
+        .pop()
+        .expect("one sample per case")
+}
+
+/// Times several cases of one workload batch by batch in turns, each under
+/// `budget` as [`measure`] times one, and summarises each case's batches.
+///
+/// Taking turns puts every case through the same moments of a noisy
+/// machine: measured one after the other, a case that ran while a neighbour
+/// was busy looks slower than it is, and ratios between cases move with it.
+/// The first case of each round moves on by one, so no case always runs
+/// right after the same other.
+pub fn measure_in_turns<C>(
+    budget: &Budget,
+    cases: &mut [C],
+    mut batch: impl FnMut(&mut C) -> Batch,
+) -> Vec<Sample> {
+    let mut progress: Vec<Progress> = cases.iter().map(|_| Progress::default()).collect();
     for _ in 0..budget.warmup_batches {
-        let warm = batch();
-        if warm.elapsed > budget.target && budget.target > Duration::ZERO {
-            return Sample::from_batches(&[warm]);
+        for (case, progress) in cases.iter_mut().zip(&mut progress) {
+            if !progress.done {
+                progress.warm_up(batch(case), budget);
+            }
         }
     }
-    let cap = budget.target * MIN_BATCHES_CAP;
-    let mut batches = Vec::with_capacity(budget.min_batches.max(1));
-    let mut spent = Duration::ZERO;
-    loop {
-        let b = batch();
-        spent += b.elapsed;
-        batches.push(b);
-        let enough = spent >= budget.target && batches.len() >= budget.min_batches;
-        if enough || batches.len() >= budget.max_batches.max(1) || spent >= cap {
+    for round in 0.. {
+        if progress.iter().all(|p| p.done) {
             break;
         }
+        for turn in 0..cases.len() {
+            let index = (round + turn) % cases.len();
+            if !progress[index].done {
+                let timed = batch(&mut cases[index]);
+                progress[index].record(timed, budget);
+            }
+        }
     }
-    Sample::from_batches(&batches)
+    progress
+        .iter()
+        .map(|p| Sample::from_batches(&p.batches))
+        .collect()
+}
+
+/// The timed batches of one case so far.
+#[derive(Default)]
+struct Progress {
+    batches: Vec<Batch>,
+    spent: Duration,
+    done: bool,
+}
+
+impl Progress {
+    /// Discards a warm-up batch, unless it alone overran the target: then
+    /// it is the case's only timed batch.
+    fn warm_up(&mut self, warm: Batch, budget: &Budget) {
+        if warm.elapsed > budget.target && budget.target > Duration::ZERO {
+            self.batches = vec![warm];
+            self.done = true;
+        }
+    }
+
+    fn record(&mut self, batch: Batch, budget: &Budget) {
+        self.spent += batch.elapsed;
+        self.batches.push(batch);
+        let enough = self.spent >= budget.target && self.batches.len() >= budget.min_batches;
+        self.done = enough
+            || self.batches.len() >= budget.max_batches.max(1)
+            || self.spent >= budget.target * MIN_BATCHES_CAP;
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +223,25 @@ mod tests {
             batch(1, 1)
         });
         assert_eq!((runs, s.batches), (1, 1));
+    }
+
+    #[test]
+    fn cases_take_turns_and_each_stops_on_its_own_budget() {
+        let budget = Budget {
+            warmup_batches: 1,
+            min_batches: 3,
+            max_batches: 100,
+            target: Duration::from_nanos(1_000),
+        };
+        let mut order = String::new();
+        let samples = measure_in_turns(&budget, &mut [('s', 600), ('f', 100)], |(name, nanos)| {
+            order.push(*name);
+            batch(*nanos, 1)
+        });
+        // The slow case meets its target in its minimum of three batches,
+        // the fast one needs ten; rounds start with each case in turn.
+        assert_eq!(order, concat!("sf", "sf", "fs", "sf", "fffffff"));
+        assert_eq!((samples[0].batches, samples[1].batches), (3, 10));
+        assert_eq!(samples[0].median_ns, 600.0);
     }
 }

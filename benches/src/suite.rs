@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::measure::{Budget, Sample};
+use crate::measure::{Batch, Budget, Sample, measure, measure_in_turns};
 use crate::rng::DEFAULT_SEED;
 
 /// A family of allocators compared with each other.
@@ -215,16 +215,54 @@ pub enum Event<'a> {
 /// Receives [`Event`]s.
 pub type Sink<'s> = dyn FnMut(Event<'_>) + 's;
 
+/// A case timed batch by batch, so that the cases of one workload can take
+/// turns ([`measure_in_turns`]).
+pub trait TimedCase {
+    /// Runs and times one batch.
+    fn batch(&mut self) -> Batch;
+    /// Ends the case, giving back what it holds; returns the allocations
+    /// that failed.
+    fn finish(&mut self) -> u64;
+}
+
+/// A case once started.
+pub enum Case {
+    /// Measured already: a share, or a time taken on its own.
+    Measured(Metric, u64),
+    /// Ready to be timed in turns with the workload's other cases.
+    Timed(Box<dyn TimedCase>),
+}
+
+impl Case {
+    /// A case its family measured whole.
+    pub fn measured((metric, failures): (Metric, u64)) -> Self {
+        Self::Measured(metric, failures)
+    }
+
+    /// The measurement and failed allocations, timing a timed case alone.
+    pub fn measure_alone(self, budget: &Budget) -> (Metric, u64) {
+        match self {
+            Self::Measured(metric, failures) => (metric, failures),
+            Self::Timed(mut case) => {
+                let sample = measure(budget, || case.batch());
+                (Metric::Time(sample), case.finish())
+            }
+        }
+    }
+}
+
 /// An allocator entry of a family: its name, whether it is ours, and the
-/// monomorphised function that runs one workload on it.
+/// monomorphised function that starts one workload on it (`None` where the
+/// workload does not apply).
 pub(crate) struct Entry<W> {
     pub name: &'static str,
     pub ours: bool,
-    pub run: fn(&Config, &W) -> Option<(Metric, u64)>,
+    pub start: fn(&Config, &W) -> Option<Case>,
 }
 
 /// Runs every selected workload on every selected allocator, workload by
-/// workload so that slow drifts of the machine hit all allocators alike.
+/// workload so that slow drifts of the machine hit all allocators alike;
+/// within a workload, the timed cases take turns batch by batch.
 pub(crate) fn run_family<W>(
     config: &Config,
     workloads: &[(WorkloadInfo, W)],
@@ -233,25 +271,41 @@ pub(crate) fn run_family<W>(
     sink: &mut Sink<'_>,
 ) {
     for (info, workload) in workloads.iter().filter(|(info, _)| config.wants(info)) {
-        for entry in entries.iter().filter(|e| config.wants_allocator(e.name)) {
+        let result = |entry: &Entry<W>, metric, failures| CaseResult {
+            family: info.family,
+            workload: info.name.clone(),
+            allocator: entry.name,
+            ours: entry.ours,
+            threads: threads_of(workload),
+            metric,
+            failures,
+        };
+        let start = |sink: &mut Sink<'_>, entry: &Entry<W>| {
             sink(Event::Start {
                 family: info.family,
                 workload: &info.name,
                 allocator: entry.name,
             });
-            let Some((metric, failures)) = (entry.run)(config, workload) else {
-                sink(Event::Skipped);
-                continue;
-            };
-            sink(Event::Done(CaseResult {
-                family: info.family,
-                workload: info.name.clone(),
-                allocator: entry.name,
-                ours: entry.ours,
-                threads: threads_of(workload),
-                metric,
-                failures,
-            }));
+        };
+        let mut timed: Vec<(&Entry<W>, Box<dyn TimedCase>)> = Vec::new();
+        for entry in entries.iter().filter(|e| config.wants_allocator(e.name)) {
+            match (entry.start)(config, workload) {
+                Some(Case::Timed(case)) => timed.push((entry, case)),
+                Some(Case::Measured(metric, failures)) => {
+                    start(sink, entry);
+                    sink(Event::Done(result(entry, metric, failures)));
+                }
+                None => {
+                    start(sink, entry);
+                    sink(Event::Skipped);
+                }
+            }
+        }
+        let samples = measure_in_turns(&config.budget, &mut timed, |(_, case)| case.batch());
+        for ((entry, mut case), sample) in timed.into_iter().zip(samples) {
+            start(sink, entry);
+            let failures = case.finish();
+            sink(Event::Done(result(entry, Metric::Time(sample), failures)));
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::host::HostAllocator;
 use crate::measure::{Batch, measure};
 use crate::object::{KallocPerCpuSlab, ObjectCacheBench, PinnedSlabFront, SlabmallocPeer};
 use crate::rng::Rng;
-use crate::suite::{Config, Entry, Family, Metric, Sink, WorkloadInfo, run_family};
+use crate::suite::{Case, Config, Entry, Family, Metric, Sink, WorkloadInfo, run_family};
 
 /// Object size of the object-pairs workload, in bytes.
 pub const THREAD_OBJECT_BYTES: usize = 64;
@@ -120,7 +120,7 @@ const fn entry<B: ConcurrentBench>() -> Entry<ThreadWorkload> {
     Entry {
         name: B::NAME,
         ours: B::OURS,
-        run: run_case::<B>,
+        start: |config, workload| run_case::<B>(config, workload).map(Case::measured),
     }
 }
 

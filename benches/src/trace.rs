@@ -246,7 +246,7 @@ pub fn replay_on<H: HeapBench>(sequence: &OpSequence, config: &Config) -> Replay
     let base = heap.arena_start();
     let mut table: SlotTable = vec![None; sequence.slots];
     let (mut low, mut high) = (usize::MAX, 0usize);
-    play(&mut heap, sequence, &mut table, |_, block, size| {
+    play(&mut heap, &sequence.ops, &mut table, |_, block, size| {
         low = low.min(block.as_ptr() as usize);
         high = high.max(block.as_ptr() as usize + size);
     });

@@ -11,7 +11,7 @@ pub use peers::{BitmapAllocatorPeer, BuddySystemFramePeer};
 
 use crate::measure::{Batch, measure};
 use crate::rng::{Rng, pick};
-use crate::suite::{Config, Entry, Family, Metric, Scale, Sink, WorkloadInfo, run_family};
+use crate::suite::{Case, Config, Entry, Family, Metric, Scale, Sink, WorkloadInfo, run_family};
 
 /// Frames in 1 GiB of 4 KiB frames.
 pub const FRAMES_1GIB: usize = 262_144;
@@ -192,7 +192,7 @@ const fn entry<A: FrameAllocBench>() -> Entry<FrameWorkload> {
     Entry {
         name: A::NAME,
         ours: A::OURS,
-        run: run_case::<A>,
+        start: |config, workload| run_case::<A>(config, workload).map(Case::measured),
     }
 }
 
@@ -473,8 +473,9 @@ mod tests {
         let config = Config::smoke();
         for (info, workload) in workloads(config.scale) {
             for entry in ENTRIES {
-                let (metric, failures) =
-                    (entry.run)(&config, &workload).expect("frames always apply");
+                let (metric, failures) = (entry.start)(&config, &workload)
+                    .expect("frames always apply")
+                    .measure_alone(&config.budget);
                 assert!(metric.value() > 0.0, "{} on {}", entry.name, info.name);
                 let runs = matches!(workload, FrameWorkload::Runs { .. });
                 assert!(

@@ -19,7 +19,9 @@ use crate::host::Host;
 use crate::measure::{Batch, Sample, measure};
 use crate::rng::Rng;
 use crate::sequence::{HeapOp, OpSequence, action_size};
-use crate::suite::{Config, Entry, Family, Metric, Sink, WorkloadInfo, run_family};
+use crate::suite::{
+    Case, Config, Entry, Family, Metric, Sink, TimedCase, WorkloadInfo, run_family,
+};
 
 /// Arena of the pairs and random-actions workloads, in bytes.
 pub const HEAP_ARENA_BYTES: usize = 64 << 20;
@@ -134,11 +136,11 @@ pub fn workloads() -> Vec<(WorkloadInfo, HeapWorkload)> {
     ]
 }
 
-const fn entry<H: HeapBench>() -> Entry<HeapWorkload> {
+const fn entry<H: HeapBench + 'static>() -> Entry<HeapWorkload> {
     Entry {
         name: H::NAME,
         ours: H::OURS,
-        run: run_case::<H>,
+        start: start_case::<H>,
     }
 }
 
@@ -156,17 +158,22 @@ const ENTRIES: &[Entry<HeapWorkload>] = &[
     entry::<KallocBuddyHeap>(),
 ];
 
-/// Runs the selected heap workloads on every heap.
+/// Runs the selected heap workloads on every heap, the heaps of a timed
+/// workload taking turns batch by batch.
 pub fn run(config: &Config, sink: &mut Sink<'_>) {
     run_family(config, &workloads(), ENTRIES, |_| 1, sink);
 }
 
-/// Runs one workload on heap `H`: the measurement and failed allocations, or
-/// `None` where the workload does not apply (efficiency of a host heap).
-pub fn run_case<H: HeapBench>(config: &Config, workload: &HeapWorkload) -> Option<(Metric, u64)> {
+/// Starts one workload on heap `H`: pairs and random actions ready to be
+/// timed, efficiency measured at once, or `None` where the workload does not
+/// apply (efficiency of a host heap).
+pub fn start_case<H: HeapBench + 'static>(
+    config: &Config,
+    workload: &HeapWorkload,
+) -> Option<Case> {
     let arena = config
         .scale
-        .pick(HEAP_ARENA_BYTES, HEAP_ARENA_BYTES, 4 << 20);
+        .pick(HEAP_ARENA_BYTES, HEAP_ARENA_BYTES, 1 << 20);
     let ops = config.scale.pick(100_000, 25_000, 1_000);
     match workload {
         HeapWorkload::Pairs => {
@@ -177,14 +184,20 @@ pub fn run_case<H: HeapBench>(config: &Config, workload: &HeapWorkload) -> Optio
                     Layout::from_size_align(rng.between(small, large), 8).expect("small layout")
                 })
                 .collect();
-            let (sample, failures) = pairs(&mut H::new(arena), &layouts, config);
-            Some((Metric::Time(sample), failures))
+            Some(Case::Timed(Box::new(Pairs {
+                heap: H::new(arena),
+                layouts,
+                failures: 0,
+            })))
         }
         HeapWorkload::RandomActions => {
             let max_live = config.scale.pick(MAX_LIVE_BLOCKS, MAX_LIVE_BLOCKS, 50);
             let sequence = OpSequence::random_actions(config.seed, ops * STEADY_CHUNKS, max_live);
-            let (sample, failures) = steady_timed(&mut H::new(arena), &sequence, ops, config);
-            Some((Metric::Time(sample), failures))
+            Some(Case::Timed(Box::new(SteadyActions::new(
+                H::new(arena),
+                sequence,
+                ops,
+            ))))
         }
         HeapWorkload::Efficiency => {
             if !H::USES_ARENA {
@@ -194,42 +207,51 @@ pub fn run_case<H: HeapBench>(config: &Config, workload: &HeapWorkload) -> Optio
                 .scale
                 .pick(EFFICIENCY_ARENA_BYTES, EFFICIENCY_ARENA_BYTES, 1 << 20);
             let share = efficiency(&mut H::new(arena), arena, config.seed);
-            Some((Metric::Percent(share * 100.0), 0))
+            Some(Case::Measured(Metric::Percent(share * 100.0), 0))
         }
     }
 }
 
-fn pairs<H: HeapBench>(heap: &mut H, layouts: &[Layout], config: &Config) -> (Sample, u64) {
-    let mut failures = 0;
-    let sample = measure(&config.budget, || {
+/// Alloc/free pairs over a fixed list of layouts; a batch is the whole list.
+struct Pairs<H> {
+    heap: H,
+    layouts: Vec<Layout>,
+    failures: u64,
+}
+
+impl<H: HeapBench> TimedCase for Pairs<H> {
+    fn batch(&mut self) -> Batch {
         Batch::time(|| {
-            for &layout in layouts {
-                match heap.alloc(layout) {
+            for &layout in &self.layouts {
+                match self.heap.alloc(layout) {
                     // SAFETY: just allocated with `layout`.
-                    Some(block) => unsafe { heap.free(black_box(block), layout) },
-                    None => failures += 1,
+                    Some(block) => unsafe { self.heap.free(black_box(block), layout) },
+                    None => self.failures += 1,
                 }
             }
-            layouts.len() as u64
+            self.layouts.len() as u64
         })
-    });
-    (sample, failures)
+    }
+
+    fn finish(&mut self) -> u64 {
+        self.failures
+    }
 }
 
 /// Where each slot's block is, while a sequence plays.
 pub(crate) type SlotTable = Vec<Option<(NonNull<u8>, Layout)>>;
 
-/// Plays `sequence` on `heap`, touching the first byte of every block;
+/// Plays `ops` on `heap`, touching the first byte of every block;
 /// returns the failed allocations and reallocations. `on_block` sees every
 /// block handed out (address and size).
 pub(crate) fn play<H: HeapBench>(
     heap: &mut H,
-    sequence: &OpSequence,
+    ops: &[HeapOp],
     table: &mut SlotTable,
     mut on_block: impl FnMut(&SlotTable, NonNull<u8>, usize),
 ) -> u64 {
     let mut failures = 0;
-    for op in &sequence.ops {
+    for op in ops {
         match *op {
             HeapOp::Alloc { slot, layout } => match heap.alloc(layout) {
                 Some(block) => {
@@ -279,7 +301,7 @@ pub(crate) fn free_all<H: HeapBench>(heap: &mut H, table: &mut SlotTable) {
 /// failed allocations (for drivers such as criterion that time it themselves).
 pub fn play_sequence<H: HeapBench>(heap: &mut H, sequence: &OpSequence) -> u64 {
     let mut table: SlotTable = vec![None; sequence.slots];
-    let failures = play(heap, sequence, &mut table, |_, _, _| {});
+    let failures = play(heap, &sequence.ops, &mut table, |_, _, _| {});
     free_all(heap, &mut table);
     failures
 }
@@ -288,48 +310,69 @@ pub fn play_sequence<H: HeapBench>(heap: &mut H, sequence: &OpSequence) -> u64 {
 /// empty) is the warm-up, the others run at the live-block cap.
 pub const STEADY_CHUNKS: usize = 10;
 
-/// Times `sequence` in chunks of `chunk` operations, the heap's state running
-/// on from one batch to the next (as in a long-lived program); the first chunk
-/// is the warm-up. After the last chunk the heap is emptied (untimed) and the
+/// A sequence played chunk by chunk, the heap's state running on from one
+/// batch to the next (as in a long-lived program). The first chunk fills
+/// the heap untimed; after the last the heap is emptied (untimed) and the
 /// stream starts over: emptying is kept rare because some peers take
 /// quadratic time to free thousands of blocks.
-pub fn steady_timed<H: HeapBench>(
-    heap: &mut H,
-    sequence: &OpSequence,
+pub struct SteadyActions<H> {
+    heap: H,
+    sequence: OpSequence,
     chunk: usize,
-    config: &Config,
-) -> (Sample, u64) {
-    let chunks: Vec<OpSequence> = sequence
-        .ops
-        .chunks(chunk.max(1))
-        .map(|ops| OpSequence {
-            ops: ops.to_vec(),
-            slots: sequence.slots,
-        })
-        .collect();
-    let mut table: SlotTable = vec![None; sequence.slots];
-    // The first chunk fills the heap from empty: an untimed warm-up.
-    let mut failures = play(heap, &chunks[0], &mut table, |_, _, _| {});
-    let mut next = 1 % chunks.len();
-    let budget = crate::measure::Budget {
-        warmup_batches: 0,
-        ..config.budget
-    };
-    let sample = measure(&budget, || {
-        if next == 0 {
-            free_all(heap, &mut table);
-            failures += play(heap, &chunks[0], &mut table, |_, _, _| {});
-            next = 1 % chunks.len();
+    next: usize,
+    table: SlotTable,
+    failures: u64,
+}
+
+impl<H: HeapBench> SteadyActions<H> {
+    /// Fills `heap` with the first `chunk` operations of `sequence`, ready
+    /// to time the next chunk.
+    pub fn new(mut heap: H, sequence: OpSequence, chunk: usize) -> Self {
+        let chunk = chunk.max(1);
+        let mut table: SlotTable = vec![None; sequence.slots];
+        let fill = sequence.ops.chunks(chunk).next().unwrap_or_default();
+        let failures = play(&mut heap, fill, &mut table, |_, _, _| {});
+        let chunks = sequence.ops.len().div_ceil(chunk).max(1);
+        Self {
+            heap,
+            chunk,
+            next: 1 % chunks,
+            table,
+            failures,
+            sequence,
         }
-        let part = &chunks[next];
-        next = (next + 1) % chunks.len();
+    }
+}
+
+impl<H: HeapBench> TimedCase for SteadyActions<H> {
+    fn batch(&mut self) -> Batch {
+        let Self {
+            heap,
+            sequence,
+            chunk,
+            next,
+            table,
+            failures,
+        } = self;
+        let chunks = sequence.ops.len().div_ceil(*chunk).max(1);
+        let chunk_ops = |index: usize| sequence.ops.chunks(*chunk).nth(index).unwrap_or_default();
+        if *next == 0 {
+            free_all(heap, table);
+            *failures += play(heap, chunk_ops(0), table, |_, _, _| {});
+            *next = 1 % chunks;
+        }
+        let part = chunk_ops(*next);
+        *next = (*next + 1) % chunks;
         Batch::time(|| {
-            failures += play(heap, part, &mut table, |_, _, _| {});
-            part.ops.len() as u64
+            *failures += play(heap, part, table, |_, _, _| {});
+            part.len() as u64
         })
-    });
-    free_all(heap, &mut table);
-    (sample, failures)
+    }
+
+    fn finish(&mut self) -> u64 {
+        free_all(&mut self.heap, &mut self.table);
+        self.failures
+    }
 }
 
 /// Times whole plays of `sequence` from an empty heap; the final frees are untimed.
@@ -342,7 +385,7 @@ pub fn replay_timed<H: HeapBench>(
     let mut failures = 0;
     let sample = measure(&config.budget, || {
         let batch = Batch::time(|| {
-            failures += play(heap, sequence, &mut table, |_, _, _| {});
+            failures += play(heap, &sequence.ops, &mut table, |_, _, _| {});
             sequence.ops.len() as u64
         });
         free_all(heap, &mut table);
@@ -510,7 +553,8 @@ mod tests {
         let config = Config::smoke();
         for (info, workload) in workloads() {
             for entry in ENTRIES {
-                if let Some((metric, failures)) = (entry.run)(&config, &workload) {
+                if let Some(case) = (entry.start)(&config, &workload) {
+                    let (metric, failures) = case.measure_alone(&config.budget);
                     assert!(metric.value() > 0.0, "{} on {}", entry.name, info.name);
                     assert!(
                         workload == HeapWorkload::Efficiency || failures == 0,

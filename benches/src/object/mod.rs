@@ -13,7 +13,7 @@ pub use peers::SlabmallocPeer;
 use crate::host::Host;
 use crate::measure::{Batch, Sample, measure};
 use crate::rng::{Rng, pick};
-use crate::suite::{Config, Entry, Family, Metric, Sink, WorkloadInfo, run_family};
+use crate::suite::{Case, Config, Entry, Family, Metric, Sink, WorkloadInfo, run_family};
 
 /// Object sizes measured, in bytes.
 pub const OBJECT_SIZES: [usize; 4] = [32, 64, 256, 1024];
@@ -113,7 +113,7 @@ const fn entry<C: ObjectCacheBench>() -> Entry<ObjectWorkload> {
     Entry {
         name: C::NAME,
         ours: C::OURS,
-        run: run_case::<C>,
+        start: |config, workload| run_case::<C>(config, workload).map(Case::measured),
     }
 }
 
@@ -277,8 +277,9 @@ mod tests {
         let config = Config::smoke();
         for (info, workload) in workloads() {
             for entry in ENTRIES {
-                let (metric, failures) =
-                    (entry.run)(&config, &workload).expect("objects always apply");
+                let (metric, failures) = (entry.start)(&config, &workload)
+                    .expect("objects always apply")
+                    .measure_alone(&config.budget);
                 assert!(
                     metric.value() > 0.0 && failures == 0,
                     "{} on {}",
