@@ -206,10 +206,13 @@ pub enum Event<'a> {
         /// Its allocator.
         allocator: &'static str,
     },
-    /// A case finished.
+    /// A case finished: the one started last, or one deferred earlier.
     Done(CaseResult),
     /// The started case does not apply to its allocator (efficiency of a host heap).
     Skipped,
+    /// The started case is set up and waits to be timed in turns with its
+    /// workload's other cases; its `Done` follows once they all are.
+    Deferred,
 }
 
 /// Receives [`Event`]s.
@@ -280,30 +283,26 @@ pub(crate) fn run_family<W>(
             metric,
             failures,
         };
-        let start = |sink: &mut Sink<'_>, entry: &Entry<W>| {
+        let mut timed: Vec<(&Entry<W>, Box<dyn TimedCase>)> = Vec::new();
+        for entry in entries.iter().filter(|e| config.wants_allocator(e.name)) {
             sink(Event::Start {
                 family: info.family,
                 workload: &info.name,
                 allocator: entry.name,
             });
-        };
-        let mut timed: Vec<(&Entry<W>, Box<dyn TimedCase>)> = Vec::new();
-        for entry in entries.iter().filter(|e| config.wants_allocator(e.name)) {
             match (entry.start)(config, workload) {
-                Some(Case::Timed(case)) => timed.push((entry, case)),
+                Some(Case::Timed(case)) => {
+                    sink(Event::Deferred);
+                    timed.push((entry, case));
+                }
                 Some(Case::Measured(metric, failures)) => {
-                    start(sink, entry);
                     sink(Event::Done(result(entry, metric, failures)));
                 }
-                None => {
-                    start(sink, entry);
-                    sink(Event::Skipped);
-                }
+                None => sink(Event::Skipped),
             }
         }
         let samples = measure_in_turns(&config.budget, &mut timed, |(_, case)| case.batch());
         for ((entry, mut case), sample) in timed.into_iter().zip(samples) {
-            start(sink, entry);
             let failures = case.finish();
             sink(Event::Done(result(entry, Metric::Time(sample), failures)));
         }

@@ -100,6 +100,8 @@ fn run(args: &RunArgs) -> Result<(), String> {
     let started = Instant::now();
     let mut results: Vec<CaseResult> = Vec::new();
     let mut case = 0;
+    // Whether the last progress line waits for its case's result.
+    let mut line_open = false;
     eprintln!(
         "kalloc-bench: {} (scale {:?}); progress below, tables at the end",
         machine(),
@@ -117,15 +119,33 @@ fn run(args: &RunArgs) -> Result<(), String> {
                 started.elapsed().as_secs_f64()
             );
             let _ = std::io::stderr().flush();
+            line_open = true;
         }
         Event::Done(result) => {
+            if !line_open {
+                eprint!(
+                    "[    {:>5.1}s] {:<7} {:<28} {:<26}",
+                    started.elapsed().as_secs_f64(),
+                    result.family,
+                    result.workload,
+                    result.allocator
+                );
+            }
             match result.metric {
                 Metric::Time(s) => eprintln!(" {:>10.1} ns/op", s.median_ns),
                 Metric::Percent(p) => eprintln!(" {p:>10.1} %"),
             }
+            line_open = false;
             results.push(result);
         }
-        Event::Skipped => eprintln!(" {:>10}", "n/a"),
+        Event::Skipped => {
+            eprintln!(" {:>10}", "n/a");
+            line_open = false;
+        }
+        Event::Deferred => {
+            eprintln!(" {:>10}", "in turns");
+            line_open = false;
+        }
     });
     eprintln!(
         "kalloc-bench: {case} cases in {:.1} s",
