@@ -173,7 +173,7 @@ pub fn start_case<H: HeapBench + 'static>(
 ) -> Option<Case> {
     let arena = config
         .scale
-        .pick(HEAP_ARENA_BYTES, HEAP_ARENA_BYTES, 1 << 20);
+        .pick(HEAP_ARENA_BYTES, HEAP_ARENA_BYTES, 4 << 20);
     let ops = config.scale.pick(100_000, 25_000, 1_000);
     match workload {
         HeapWorkload::Pairs => {
