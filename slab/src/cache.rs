@@ -223,6 +223,7 @@ impl SlabCache {
     ///
     /// # Safety
     /// As for [`deallocate`](Self::deallocate), except that the object stays the caller's.
+    #[inline]
     pub unsafe fn check_object(&self, object: NonNull<u8>) -> Result<(), FreeError> {
         // SAFETY: (caller).
         unsafe { self.format.locate(object) }.map(|_| ())

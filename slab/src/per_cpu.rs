@@ -112,6 +112,41 @@ impl<C: CpuId, const CPUS: usize> PerCpuCache<C, CPUS> {
         self.format.geometry.object_size
     }
 
+    /// An object off this CPU's loaded magazine, or `None` when that takes
+    /// more than a pop (the magazine is empty, the CPU has no slot, or the
+    /// per-object checks are on): then call [`allocate`](Self::allocate).
+    /// The fast path alone, with no slow path inlined into it, for fronts
+    /// that branch to one out-of-line slow path of their own.
+    #[inline]
+    pub fn allocate_fast(&self) -> Option<NonNull<u8>> {
+        if self.format.checks_objects() {
+            return None;
+        }
+        let slot = self.cpus.get(self.cpu.current_cpu())?;
+        slot.0.lock().loaded.pop()
+    }
+
+    /// Pushes `object` onto this CPU's loaded magazine; `false` (and
+    /// nothing changed) when that takes more than a push: the magazine is
+    /// full, the CPU has no slot, the per-object checks are on, or `object`
+    /// is the one freed last (a double free). Then call
+    /// [`deallocate`](Self::deallocate), which handles each case.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[inline]
+    pub unsafe fn deallocate_fast(&self, object: NonNull<u8>) -> bool {
+        if self.format.checks_objects() {
+            return false;
+        }
+        let Some(slot) = self.cpus.get(self.cpu.current_cpu()) else {
+            return false;
+        };
+        let mut magazines = slot.0.lock();
+        let loaded = &mut magazines.loaded;
+        loaded.top() != object && loaded.push(object).is_ok()
+    }
+
     /// Allocates one object, from this CPU's magazines when they have one.
     ///
     /// # Errors

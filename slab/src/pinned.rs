@@ -117,26 +117,48 @@ impl PinnedSlot {
     /// As for [`with`](Self::with).
     #[inline(always)]
     unsafe fn push(&self, object: NonNull<u8>, limit: usize) -> Result<bool, FreeError> {
+        // SAFETY: (caller).
+        if unsafe { self.try_push(object, limit) } {
+            return Ok(true);
+        }
+        // SAFETY: (caller) as in `with`; `loaded_rounds` is at most a
+        // magazine's worth, and slot 0 holds the sentinel.
+        let top = self.magazines.with_mut(|magazines| unsafe {
+            (*magazines)
+                .loaded
+                .object_at(self.loaded_rounds.load(Ordering::Relaxed))
+        });
+        if top == object {
+            return immediate_double_free();
+        }
+        Ok(false)
+    }
+
+    /// Pushes `object` onto the loaded magazine unless it holds `limit`
+    /// objects or `object` is the one freed last; `false` then, and nothing
+    /// changed. No call on any path, so it inlines into fast paths whole.
+    ///
+    /// # Safety
+    /// As for [`with`](Self::with).
+    #[inline(always)]
+    unsafe fn try_push(&self, object: NonNull<u8>, limit: usize) -> bool {
         let rounds = self.loaded_rounds.load(Ordering::Relaxed);
         let pushed = self.magazines.with_mut(|magazines| {
             // SAFETY: (caller) as in `with`.
             let loaded = unsafe { &mut (*magazines).loaded };
             // SAFETY: `rounds` is at most a magazine's worth; slot 0, the
             // top of an empty magazine, holds the sentinel.
-            if unsafe { loaded.object_at(rounds) } == object {
-                return immediate_double_free();
-            }
-            if rounds >= limit {
-                return Ok(false);
+            if unsafe { loaded.object_at(rounds) } == object || rounds >= limit {
+                return false;
             }
             // SAFETY: `rounds + 1` is at most `limit`, at most MAGAZINE_ROUNDS.
             unsafe { loaded.set_object_at(rounds + 1, object) };
-            Ok(true)
-        })?;
+            true
+        });
         if pushed {
             self.loaded_rounds.store(rounds + 1, Ordering::Relaxed);
         }
-        Ok(pushed)
+        pushed
     }
 
     /// Publishes the previous magazine's count after a slow path.
@@ -235,6 +257,62 @@ impl<const CPUS: usize> PinnedPerCpuCache<CPUS> {
     /// Bytes a caller may use in each object.
     pub const fn object_size(&self) -> usize {
         self.format.geometry.object_size
+    }
+
+    /// An object off `cpu`'s loaded magazine, or `None` when that takes
+    /// more than a pop (the magazine is empty, `cpu` has no slot, or the
+    /// per-object checks are on): then call [`allocate`](Self::allocate).
+    ///
+    /// The fast path alone, with no call in it, for fronts that branch to
+    /// one out-of-line slow path of their own: a function whose only calls
+    /// are in tail position saves no registers and sets up no frame.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// use kalloc_api::PinnedCpu;
+    /// use kalloc_slab::{HostPages, PinnedPerCpuCache, SlabConfig};
+    ///
+    /// let pages = HostPages::new();
+    /// let cache: PinnedPerCpuCache<1> = PinnedPerCpuCache::new(SlabConfig::new(64, 8)).unwrap();
+    /// // SAFETY: this thread is the only one using CPU 0's slot.
+    /// let cpu = unsafe { PinnedCpu::new(0) };
+    /// // A front's allocation: the pop inline, the rest out of line.
+    /// let object = match cache.allocate_fast(&cpu) {
+    ///     Some(object) => object,
+    ///     None => cache.allocate(&cpu, &pages).unwrap(),
+    /// };
+    /// // SAFETY: `object` came from this cache and is no longer used.
+    /// if !unsafe { cache.deallocate_fast(&cpu, object) } {
+    ///     // SAFETY: as above; the fast path changed nothing.
+    ///     unsafe { cache.deallocate(&cpu, object, &pages) }.unwrap();
+    /// }
+    /// assert_eq!(cache.stats().objects_in_use, 0);
+    /// # }
+    /// ```
+    #[inline(always)]
+    pub fn allocate_fast(&self, cpu: &PinnedCpu) -> Option<NonNull<u8>> {
+        let slot = self.cpus.get(cpu.index())?;
+        // SAFETY: `cpu` is this slot's token. With the per-object checks on
+        // the magazines stay empty (see `magazine_limit`), so nothing
+        // unchecked is handed out here.
+        unsafe { slot.pop() }
+    }
+
+    /// Pushes `object` onto `cpu`'s loaded magazine; `false` (and nothing
+    /// changed) when that takes more than a push: the magazine is full,
+    /// `cpu` has no slot, the per-object checks are on, or `object` is the
+    /// one freed last (a double free). Then call
+    /// [`deallocate`](Self::deallocate), which handles each case.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[inline(always)]
+    pub unsafe fn deallocate_fast(&self, cpu: &PinnedCpu, object: NonNull<u8>) -> bool {
+        let Some(slot) = self.cpus.get(cpu.index()) else {
+            return false;
+        };
+        // SAFETY: `cpu` is this slot's token.
+        unsafe { slot.try_push(object, self.magazine_limit) }
     }
 
     /// Allocates one object, from `cpu`'s magazines when they have one.

@@ -56,6 +56,55 @@ fn fast_path_returns_the_last_freed_object() {
 }
 
 #[test]
+fn fast_entry_points_pop_and_push_and_send_everything_else_to_the_full_paths() {
+    let pages = TrackingPages::new();
+    let cache = per_cpu(64, Hardening::DEFAULT);
+    run_on(0);
+    assert_eq!(cache.allocate_fast(), None, "nothing cached yet");
+    let a = cache.allocate(&pages).unwrap();
+    let b = cache.allocate(&pages).unwrap();
+    // SAFETY: allocated above, freed once.
+    assert!(unsafe { cache.deallocate_fast(a) });
+    // SAFETY: `a` is already on the magazine: refused, nothing changes.
+    assert!(!unsafe { cache.deallocate_fast(a) });
+    // SAFETY: as above; the full path reports what the fast one refused.
+    let again = unsafe { cache.deallocate(a, &pages) };
+    assert_eq!(again, Err(FreeError::DoubleFree));
+    // SAFETY: allocated above, freed once.
+    assert!(unsafe { cache.deallocate_fast(b) });
+    assert_eq!(cache.allocate_fast(), Some(b));
+    assert_eq!(cache.allocate_fast(), Some(a));
+    // A CPU without a slot always takes the full paths.
+    run_on(2);
+    assert_eq!(cache.allocate_fast(), None);
+    // SAFETY: allocated above, freed once (the fast path refuses it).
+    assert!(!unsafe { cache.deallocate_fast(a) });
+    // SAFETY: as above.
+    unsafe { cache.deallocate(a, &pages) }.unwrap();
+    run_on(0);
+    // SAFETY: as above.
+    unsafe { cache.deallocate(b, &pages) }.unwrap();
+    assert_eq!(cache.stats().objects_in_use, 0);
+    cache.shrink(&pages);
+    assert_eq!(pages.pages_out(), 0);
+}
+
+#[test]
+fn fast_entry_points_stand_aside_when_objects_are_checked() {
+    let pages = TrackingPages::new();
+    let cache = per_cpu(64, Hardening::DEFAULT.union(Hardening::DOUBLE_FREE_BITMAP));
+    run_on(0);
+    let object = cache.allocate(&pages).unwrap();
+    // SAFETY: allocated above; refused, so freed once below.
+    assert!(!unsafe { cache.deallocate_fast(object) });
+    // SAFETY: as above.
+    unsafe { cache.deallocate(object, &pages) }.unwrap();
+    assert_eq!(cache.allocate_fast(), None);
+    cache.shrink(&pages);
+    assert_eq!(pages.pages_out(), 0);
+}
+
+#[test]
 fn cross_cpu_frees_and_overflow_keep_stats_exact() {
     let pages = TrackingPages::new();
     let cache = per_cpu(32, Hardening::DEFAULT);

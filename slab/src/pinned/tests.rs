@@ -56,6 +56,77 @@ fn fast_path_returns_the_last_freed_object() {
 }
 
 #[test]
+fn fast_entry_points_pop_and_push_and_send_everything_else_to_the_full_paths() {
+    let pages = TrackingPages::new();
+    let cache = pinned(64, Hardening::DEFAULT);
+    let zero = cpu(0);
+    assert_eq!(cache.allocate_fast(&zero), None, "nothing cached yet");
+    let a = cache.allocate(&zero, &pages).unwrap();
+    let b = cache.allocate(&zero, &pages).unwrap();
+    // SAFETY: allocated above, freed once.
+    assert!(unsafe { cache.deallocate_fast(&zero, a) });
+    // SAFETY: `a` is already on the magazine: refused, nothing changes.
+    assert!(!unsafe { cache.deallocate_fast(&zero, a) });
+    // SAFETY: as above; the full path reports what the fast one refused.
+    let again = unsafe { cache.deallocate(&zero, a, &pages) };
+    assert_eq!(again, Err(FreeError::DoubleFree));
+    // SAFETY: allocated above, freed once.
+    assert!(unsafe { cache.deallocate_fast(&zero, b) });
+    assert_eq!(cache.allocate_fast(&zero), Some(b));
+    assert_eq!(cache.allocate_fast(&zero), Some(a));
+    // A CPU without a slot always takes the full paths.
+    let beyond = cpu(2);
+    assert_eq!(cache.allocate_fast(&beyond), None);
+    // SAFETY: allocated above, freed once (the fast path refuses it).
+    assert!(!unsafe { cache.deallocate_fast(&beyond, a) });
+    // SAFETY: as above.
+    unsafe { cache.deallocate(&beyond, a, &pages) }.unwrap();
+    // SAFETY: as above.
+    unsafe { cache.deallocate(&zero, b, &pages) }.unwrap();
+    assert_eq!(cache.stats().objects_in_use, 0);
+    drain(&cache, &pages);
+}
+
+#[test]
+fn fast_push_stops_at_a_full_magazine() {
+    let pages = TrackingPages::new();
+    let cache = pinned(64, Hardening::DEFAULT);
+    let zero = cpu(0);
+    let objects: Vec<_> = (0..=MAGAZINE_ROUNDS)
+        .map(|_| cache.allocate(&zero, &pages).unwrap())
+        .collect();
+    let mut refused = Vec::new();
+    for &object in &objects {
+        // SAFETY: allocated above, each freed once (here or below).
+        if !unsafe { cache.deallocate_fast(&zero, object) } {
+            refused.push(object);
+        }
+    }
+    // More frees than a magazine holds: the fast path turned some away.
+    assert!(!refused.is_empty());
+    for object in refused {
+        // SAFETY: refused by the fast path, so still ours to free.
+        unsafe { cache.deallocate(&zero, object, &pages) }.unwrap();
+    }
+    assert_eq!(cache.stats().objects_in_use, 0);
+    drain(&cache, &pages);
+}
+
+#[test]
+fn fast_entry_points_stand_aside_when_objects_are_checked() {
+    let pages = TrackingPages::new();
+    let cache = pinned(64, Hardening::DEFAULT.union(Hardening::DOUBLE_FREE_BITMAP));
+    let zero = cpu(0);
+    let object = cache.allocate(&zero, &pages).unwrap();
+    // SAFETY: allocated above; refused, so freed once below.
+    assert!(!unsafe { cache.deallocate_fast(&zero, object) });
+    // SAFETY: as above.
+    unsafe { cache.deallocate(&zero, object, &pages) }.unwrap();
+    assert_eq!(cache.allocate_fast(&zero), None);
+    drain(&cache, &pages);
+}
+
+#[test]
 fn shrink_leaves_cpu_magazines_until_each_cpu_flushes() {
     let pages = TrackingPages::new();
     let cache = pinned(64, Hardening::DEFAULT);
