@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use kalloc_benches::heap::{
     HEAP_ARENA_BYTES, HeapBench, KallocHeap, KallocPinnedHeap, MAX_LIVE_BLOCKS, RlsfPeer, TalcPeer,
+    alloc_call, free_call, realloc_call,
 };
 use kalloc_benches::rng::DEFAULT_SEED;
 use kalloc_benches::sequence::{HeapOp, OpSequence};
@@ -81,7 +82,7 @@ fn run<H: HeapBench>(sequence: &OpSequence) {
         let before = ticks();
         let kind = match *op {
             HeapOp::Alloc { slot, layout } => {
-                let block = heap.alloc(layout).expect("the arena holds the sequence");
+                let block = alloc_call(&mut heap, layout).expect("the arena holds the sequence");
                 // SAFETY: the block is live and at least one byte long.
                 unsafe { block.as_ptr().write(slot as u8) };
                 table[slot as usize] = Some((block, layout));
@@ -90,13 +91,14 @@ fn run<H: HeapBench>(sequence: &OpSequence) {
             HeapOp::Free { slot } => {
                 let (block, layout) = table[slot as usize].take().expect("a live slot");
                 // SAFETY: the table holds live blocks with their layouts.
-                unsafe { heap.free(block, layout) };
+                unsafe { free_call(&mut heap, block, layout) };
                 3 + band(layout.size())
             }
             HeapOp::Realloc { slot, size } => {
                 let (block, layout) = table[slot as usize].expect("a live slot");
                 // SAFETY: as above; sizes in sequences are non-zero.
-                let moved = unsafe { heap.realloc(block, layout, size) }.expect("room to move");
+                let moved =
+                    unsafe { realloc_call(&mut heap, block, layout, size) }.expect("room to move");
                 let new_layout = Layout::from_size_align(size, layout.align()).expect("layout");
                 table[slot as usize] = Some((moved, new_layout));
                 6 + band(layout.size()) * 3 + band(size)

@@ -20,7 +20,8 @@
 //! allocator of a family sees the same sequence; timing is the median of many
 //! batches after a warm-up ([`measure`](measure::measure)), the heaps of a
 //! workload taking turns batch by batch
-//! ([`measure_in_turns`](measure::measure_in_turns)).
+//! ([`measure_in_turns`](measure::measure_in_turns)) and each heap
+//! operation one call the loop cannot inline ([`heap::alloc_call`]).
 //!
 //! # Example
 //!

@@ -188,7 +188,8 @@ fn write_report(
         "# kalloc-bench report\n\nMachine: {machine}  \nCommand: `{command}`\n\n\
          Median nanoseconds per operation over many timed batches after a warm-up; every allocator \
          of a family runs the same seeded operation sequence, and every heap gets an arena of the \
-         same size; the heaps of a timed workload run their batches in turns. \"vs best peer\" is the value divided by the best peer crate's on the same \
+         same size; the heaps of a timed workload run their batches in turns, each operation one call \
+         the loop cannot inline. \"vs best peer\" is the value divided by the best peer crate's on the same \
          workload: below 1 is faster (for efficiency, above 1 is better). Absolute times vary by \
          machine and load; the ratios much less. **Bold** rows are kalloc's allocators.\n"
     );

@@ -65,6 +65,40 @@ pub trait HeapBench {
     fn arena_start(&self) -> Option<usize>;
 }
 
+/// [`HeapBench::alloc`] behind a call the timed loop cannot inline: a
+/// `#[global_allocator]` is reached through the `__rust_alloc` shim, and
+/// the C heaps through a library call, so every heap pays one call per
+/// operation and none has its fast path folded into the benchmark loop.
+#[inline(never)]
+pub fn alloc_call<H: HeapBench>(heap: &mut H, layout: Layout) -> Option<NonNull<u8>> {
+    heap.alloc(layout)
+}
+
+/// [`HeapBench::free`] behind a call, as [`alloc_call`].
+///
+/// # Safety
+/// As [`HeapBench::free`].
+#[inline(never)]
+pub unsafe fn free_call<H: HeapBench>(heap: &mut H, block: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's promise.
+    unsafe { heap.free(block, layout) }
+}
+
+/// [`HeapBench::realloc`] behind a call, as [`alloc_call`].
+///
+/// # Safety
+/// As [`HeapBench::realloc`].
+#[inline(never)]
+pub unsafe fn realloc_call<H: HeapBench>(
+    heap: &mut H,
+    block: NonNull<u8>,
+    layout: Layout,
+    new_size: usize,
+) -> Option<NonNull<u8>> {
+    // SAFETY: the caller's promise.
+    unsafe { heap.realloc(block, layout, new_size) }
+}
+
 /// Reallocation by allocate, copy and free, for heaps without their own.
 ///
 /// # Safety
@@ -223,9 +257,9 @@ impl<H: HeapBench> TimedCase for Pairs<H> {
     fn batch(&mut self) -> Batch {
         Batch::time(|| {
             for &layout in &self.layouts {
-                match self.heap.alloc(layout) {
+                match alloc_call(&mut self.heap, layout) {
                     // SAFETY: just allocated with `layout`.
-                    Some(block) => unsafe { self.heap.free(black_box(block), layout) },
+                    Some(block) => unsafe { free_call(&mut self.heap, black_box(block), layout) },
                     None => self.failures += 1,
                 }
             }
@@ -253,7 +287,7 @@ pub(crate) fn play<H: HeapBench>(
     let mut failures = 0;
     for op in ops {
         match *op {
-            HeapOp::Alloc { slot, layout } => match heap.alloc(layout) {
+            HeapOp::Alloc { slot, layout } => match alloc_call(heap, layout) {
                 Some(block) => {
                     // SAFETY: the block is live and at least one byte long.
                     unsafe { block.as_ptr().write(slot as u8) };
@@ -265,13 +299,13 @@ pub(crate) fn play<H: HeapBench>(
             HeapOp::Free { slot } => {
                 if let Some((block, layout)) = table[slot as usize].take() {
                     // SAFETY: the table holds live blocks with their layouts.
-                    unsafe { heap.free(block, layout) };
+                    unsafe { free_call(heap, block, layout) };
                 }
             }
             HeapOp::Realloc { slot, size } => {
                 if let Some((block, layout)) = table[slot as usize] {
                     // SAFETY: as above; sizes in sequences are non-zero.
-                    match unsafe { heap.realloc(block, layout, size) } {
+                    match unsafe { realloc_call(heap, block, layout, size) } {
                         Some(new) => {
                             on_block(table, new, size);
                             let new_layout = Layout::from_size_align(size, layout.align())
