@@ -157,6 +157,29 @@ impl<P: PageSource> Heap<P> {
     /// [`AllocError::Uninitialized`] before `init`.
     #[inline]
     pub fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        if let Some(ptr) = self.allocate_recycled(layout) {
+            return Ok(ptr);
+        }
+        self.allocate_slow(layout)
+    }
+
+    /// A recycled block of the layout's class, with no call on the way, so
+    /// that [`allocate`](Self::allocate) inlines as this and one call in
+    /// tail position, and needs no stack frame.
+    #[inline(always)]
+    fn allocate_recycled(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if !RECYCLING {
+            return None;
+        }
+        let class = small_class(layout.size(), layout.align())?;
+        let ptr = self.recycled[class].pop()?;
+        self.count_allocation(class, layout.size());
+        Some(ptr)
+    }
+
+    /// Slab refills, mid-size and large requests, and failures.
+    #[inline(never)]
+    fn allocate_slow(&mut self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         match self.try_allocate(layout) {
             Ok(ptr) => Ok(ptr),
             Err(error) => self.allocate_after_failure(layout, error),
@@ -287,6 +310,51 @@ impl<P: PageSource> Heap<P> {
     #[inline]
     pub unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), FreeError> {
         let ptr = provenance::reclaim(ptr);
+        // SAFETY: the caller's promise, passed on.
+        if unsafe { self.deallocate_recycling(ptr, layout) } {
+            return Ok(());
+        }
+        // SAFETY: as above; the fast path changed nothing.
+        unsafe { self.deallocate_slow(ptr, layout) }
+    }
+
+    /// Pushes a small block on its class's recycle stack, with no call on
+    /// the way; `false` (and nothing changed) when the block is misaligned,
+    /// not small, not a slot of its class's slabs, on top of the stack
+    /// already, or the stack is full: the slow path sorts those out.
+    ///
+    /// # Safety
+    /// As [`deallocate`](Self::deallocate), with `ptr` reclaimed.
+    #[inline(always)]
+    unsafe fn deallocate_recycling(&mut self, ptr: NonNull<u8>, layout: Layout) -> bool {
+        if !RECYCLING || ptr.as_ptr() as usize & (layout.align() - 1) != 0 {
+            return false;
+        }
+        let Some(class) = small_class(layout.size(), layout.align()) else {
+            return false;
+        };
+        // Only blocks of this class's slabs may ever be handed out again.
+        // SAFETY: the caller's promise: `ptr` came from this class's slabs.
+        let owned = unsafe { self.classes[class].check_object(ptr) }.is_ok();
+        if !owned || self.recycled[class].is_top(ptr) || self.recycled[class].push(ptr).is_err() {
+            return false;
+        }
+        self.counters[class].in_use -= 1;
+        self.small.record_deallocation(layout.size());
+        true
+    }
+
+    /// Misaligned or foreign pointers, double frees, full recycle stacks,
+    /// and mid-size and large frees.
+    ///
+    /// # Safety
+    /// As [`deallocate_recycling`](Self::deallocate_recycling).
+    #[inline(never)]
+    unsafe fn deallocate_slow(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+    ) -> Result<(), FreeError> {
         if ptr.as_ptr() as usize & (layout.align() - 1) != 0 {
             return Err(FreeError::Misaligned);
         }

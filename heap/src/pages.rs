@@ -5,7 +5,7 @@
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
 
-use kalloc_api::sync::Mutex;
+use kalloc_api::sync::{Mutex, MutexGuard};
 use kalloc_api::{AllocError, FreeError, PageSource};
 
 use crate::backend::Backend;
@@ -128,18 +128,41 @@ unsafe impl<P: PageSource> PageSource for BackendPages<'_, P> {
     }
 }
 
-/// Slab pages through a backend behind a lock, for per-CPU caches that take
-/// pages from any CPU. The lock is held for one page operation only.
-pub(crate) struct LockedBackendPages<'a, P>(pub(crate) &'a Mutex<Backend<P>>);
+/// The backend behind its lock, as the page source of per-CPU slab caches
+/// that take pages from any CPU. The lock is held for one page operation
+/// only.
+///
+/// The caches get a reference to this field of the heap itself, not to an
+/// adapter built per call, so their fast paths need no stack frame to hold
+/// one.
+pub(crate) struct LockedBackend<P>(Mutex<Backend<P>>);
+
+impl<P> LockedBackend<P> {
+    #[cfg(not(loom))]
+    pub(crate) const fn new(backend: Backend<P>) -> Self {
+        Self(Mutex::new(backend))
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new(backend: Backend<P>) -> Self {
+        Self(Mutex::new(backend))
+    }
+
+    /// Locks the backend.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Backend<P>> {
+        self.0.lock()
+    }
+}
 
 // SAFETY: as for `BackendPages`; the mutex makes each call exclusive.
-unsafe impl<P: PageSource> PageSource for LockedBackendPages<'_, P> {
+unsafe impl<P: PageSource> PageSource for LockedBackend<P> {
     fn allocate_pages(&self, count: usize, align_pages: usize) -> Result<NonNull<u8>, AllocError> {
-        self.0.lock().allocate_pages(count, align_pages)
+        self.lock().allocate_pages(count, align_pages)
     }
 
     unsafe fn deallocate_pages(&self, pages: NonNull<u8>, count: usize) -> Result<(), FreeError> {
         // SAFETY: the caller's promise, passed on.
-        unsafe { self.0.lock().deallocate_pages(pages, count) }
+        unsafe { self.lock().deallocate_pages(pages, count) }
     }
 }

@@ -9,7 +9,7 @@
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
-use kalloc_api::sync::{AtomicUsize, Mutex, Ordering};
+use kalloc_api::sync::Mutex;
 use kalloc_api::{
     AllocError, CpuId, FreeError, PAGE_SIZE, PackedAllocation, PageSource, PinnedCpu, Stats,
 };
@@ -17,32 +17,10 @@ use kalloc_slab::{CacheStats, PerCpuCache, PinnedPerCpuCache};
 
 use crate::backend::{Backend, InitError};
 use crate::heap::OomHandler;
-use crate::pages::LockedBackendPages;
+use crate::pages::LockedBackend;
 use crate::provenance;
 use crate::size_class::{SMALL_CLASS_COUNT, class_bytes, small_class};
 use crate::stats::{ClassStats, HeapStats};
-
-/// Slab pages for one class through the locked backend, counted per class.
-pub(crate) struct ClassPages<'a, P> {
-    backend: LockedBackendPages<'a, P>,
-    pages: &'a AtomicUsize,
-}
-
-// SAFETY: forwards to `LockedBackendPages`, which keeps the promise.
-unsafe impl<P: PageSource> PageSource for ClassPages<'_, P> {
-    fn allocate_pages(&self, count: usize, align_pages: usize) -> Result<NonNull<u8>, AllocError> {
-        let pages = self.backend.allocate_pages(count, align_pages)?;
-        self.pages.fetch_add(count, Ordering::Relaxed);
-        Ok(pages)
-    }
-
-    unsafe fn deallocate_pages(&self, pages: NonNull<u8>, count: usize) -> Result<(), FreeError> {
-        // SAFETY: the caller's promise, passed on.
-        unsafe { self.backend.deallocate_pages(pages, count) }?;
-        self.pages.fetch_sub(count, Ordering::Relaxed);
-        Ok(())
-    }
-}
 
 /// A per-CPU object cache one small class sits on, and what names the CPU
 /// of a call to it.
@@ -50,10 +28,22 @@ pub(crate) trait ClassCache: Sync {
     /// What a call passes to name its CPU.
     type Cpu<'a>: Copy;
 
+    /// An object from the CPU's loaded magazine, with no call on the way;
+    /// `None` sends the caller to [`allocate`](Self::allocate).
+    fn allocate_fast(&self, cpu: Self::Cpu<'_>) -> Option<NonNull<u8>>;
+
+    /// Pushes `ptr` on the CPU's loaded magazine, with no call on the way;
+    /// `false` (nothing changed) sends the caller to
+    /// [`deallocate`](Self::deallocate).
+    ///
+    /// # Safety
+    /// As `SlabCache::deallocate`.
+    unsafe fn deallocate_fast(&self, cpu: Self::Cpu<'_>, ptr: NonNull<u8>) -> bool;
+
     fn allocate<P: PageSource>(
         &self,
         cpu: Self::Cpu<'_>,
-        pages: &ClassPages<'_, P>,
+        pages: &LockedBackend<P>,
     ) -> Result<NonNull<u8>, AllocError>;
 
     /// # Safety
@@ -62,13 +52,13 @@ pub(crate) trait ClassCache: Sync {
         &self,
         cpu: Self::Cpu<'_>,
         ptr: NonNull<u8>,
-        pages: &ClassPages<'_, P>,
+        pages: &LockedBackend<P>,
     ) -> Result<(), FreeError>;
 
     /// Returns the cached objects this call can reach and every empty slab.
-    fn shrink<P: PageSource>(&self, cpu: Self::Cpu<'_>, pages: &ClassPages<'_, P>);
+    fn shrink<P: PageSource>(&self, cpu: Self::Cpu<'_>, pages: &LockedBackend<P>);
 
-    fn reap<P: PageSource>(&self, pages: &ClassPages<'_, P>);
+    fn reap<P: PageSource>(&self, pages: &LockedBackend<P>);
 
     fn stats(&self) -> CacheStats;
 }
@@ -77,10 +67,21 @@ impl<C: CpuId, const CPUS: usize> ClassCache for PerCpuCache<C, CPUS> {
     type Cpu<'a> = ();
 
     #[inline]
+    fn allocate_fast(&self, (): ()) -> Option<NonNull<u8>> {
+        PerCpuCache::allocate_fast(self)
+    }
+
+    #[inline]
+    unsafe fn deallocate_fast(&self, (): (), ptr: NonNull<u8>) -> bool {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { PerCpuCache::deallocate_fast(self, ptr) }
+    }
+
+    #[inline]
     fn allocate<P: PageSource>(
         &self,
         (): (),
-        pages: &ClassPages<'_, P>,
+        pages: &LockedBackend<P>,
     ) -> Result<NonNull<u8>, AllocError> {
         PerCpuCache::allocate(self, pages)
     }
@@ -90,17 +91,17 @@ impl<C: CpuId, const CPUS: usize> ClassCache for PerCpuCache<C, CPUS> {
         &self,
         (): (),
         ptr: NonNull<u8>,
-        pages: &ClassPages<'_, P>,
+        pages: &LockedBackend<P>,
     ) -> Result<(), FreeError> {
         // SAFETY: the caller's promise, passed on.
         unsafe { PerCpuCache::deallocate(self, ptr, pages) }
     }
 
-    fn shrink<P: PageSource>(&self, (): (), pages: &ClassPages<'_, P>) {
+    fn shrink<P: PageSource>(&self, (): (), pages: &LockedBackend<P>) {
         PerCpuCache::shrink(self, pages);
     }
 
-    fn reap<P: PageSource>(&self, pages: &ClassPages<'_, P>) {
+    fn reap<P: PageSource>(&self, pages: &LockedBackend<P>) {
         PerCpuCache::reap(self, pages);
     }
 
@@ -112,11 +113,22 @@ impl<C: CpuId, const CPUS: usize> ClassCache for PerCpuCache<C, CPUS> {
 impl<const CPUS: usize> ClassCache for PinnedPerCpuCache<CPUS> {
     type Cpu<'a> = &'a PinnedCpu;
 
+    #[inline(always)]
+    fn allocate_fast(&self, cpu: &PinnedCpu) -> Option<NonNull<u8>> {
+        PinnedPerCpuCache::allocate_fast(self, cpu)
+    }
+
+    #[inline(always)]
+    unsafe fn deallocate_fast(&self, cpu: &PinnedCpu, ptr: NonNull<u8>) -> bool {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { PinnedPerCpuCache::deallocate_fast(self, cpu, ptr) }
+    }
+
     #[inline]
     fn allocate<P: PageSource>(
         &self,
         cpu: &PinnedCpu,
-        pages: &ClassPages<'_, P>,
+        pages: &LockedBackend<P>,
     ) -> Result<NonNull<u8>, AllocError> {
         PinnedPerCpuCache::allocate(self, cpu, pages)
     }
@@ -126,18 +138,18 @@ impl<const CPUS: usize> ClassCache for PinnedPerCpuCache<CPUS> {
         &self,
         cpu: &PinnedCpu,
         ptr: NonNull<u8>,
-        pages: &ClassPages<'_, P>,
+        pages: &LockedBackend<P>,
     ) -> Result<(), FreeError> {
         // SAFETY: the caller's promise, passed on.
         unsafe { PinnedPerCpuCache::deallocate(self, cpu, ptr, pages) }
     }
 
-    fn shrink<P: PageSource>(&self, cpu: &PinnedCpu, pages: &ClassPages<'_, P>) {
+    fn shrink<P: PageSource>(&self, cpu: &PinnedCpu, pages: &LockedBackend<P>) {
         self.flush_cpu(cpu, pages);
         PinnedPerCpuCache::shrink(self, pages);
     }
 
-    fn reap<P: PageSource>(&self, pages: &ClassPages<'_, P>) {
+    fn reap<P: PageSource>(&self, pages: &LockedBackend<P>) {
         PinnedPerCpuCache::reap(self, pages);
     }
 
@@ -149,8 +161,8 @@ impl<const CPUS: usize> ClassCache for PinnedPerCpuCache<CPUS> {
 /// Small classes on per-CPU caches `K`, the rest on one locked backend.
 pub(crate) struct SharedHeap<P: PageSource, K> {
     classes: [K; SMALL_CLASS_COUNT],
-    class_pages: [AtomicUsize; SMALL_CLASS_COUNT],
-    backend: Mutex<Backend<P>>,
+    /// Also the page source of every class's slabs.
+    backend: LockedBackend<P>,
     oom: Mutex<Option<OomHandler>>,
 }
 
@@ -159,8 +171,7 @@ impl<P: PageSource, K> SharedHeap<P, K> {
     pub(crate) const fn from_parts(classes: [K; SMALL_CLASS_COUNT], backend: Backend<P>) -> Self {
         Self {
             classes,
-            class_pages: [const { AtomicUsize::new(0) }; SMALL_CLASS_COUNT],
-            backend: Mutex::new(backend),
+            backend: LockedBackend::new(backend),
             oom: Mutex::new(None),
         }
     }
@@ -169,8 +180,7 @@ impl<P: PageSource, K> SharedHeap<P, K> {
     pub(crate) fn from_parts(classes: [K; SMALL_CLASS_COUNT], backend: Backend<P>) -> Self {
         Self {
             classes,
-            class_pages: core::array::from_fn(|_| AtomicUsize::new(0)),
-            backend: Mutex::new(backend),
+            backend: LockedBackend::new(backend),
             oom: Mutex::new(None),
         }
     }
@@ -196,20 +206,25 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
         *self.oom.lock() = handler;
     }
 
-    #[inline]
-    fn pages(&self, class: usize) -> ClassPages<'_, P> {
-        ClassPages {
-            backend: LockedBackendPages(&self.backend),
-            pages: &self.class_pages[class],
-        }
-    }
-
+    /// The magazine pop inline, everything else behind one out-of-line
+    /// call in tail position: the fast path then needs no stack frame.
     #[inline]
     pub(crate) fn allocate(
         &self,
         cpu: K::Cpu<'_>,
         layout: Layout,
     ) -> Result<NonNull<u8>, AllocError> {
+        if let Some(class) = small_class(layout.size(), layout.align()) {
+            if let Some(ptr) = self.classes[class].allocate_fast(cpu) {
+                return Ok(ptr);
+            }
+        }
+        self.allocate_slow(cpu, layout)
+    }
+
+    /// Refills, mid-size and large requests, and failures.
+    #[inline(never)]
+    fn allocate_slow(&self, cpu: K::Cpu<'_>, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         match self.try_allocate(cpu, layout) {
             Ok(ptr) => Ok(ptr),
             Err(error) => self.allocate_after_failure(cpu, layout, error),
@@ -219,7 +234,7 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
     #[inline]
     fn try_allocate(&self, cpu: K::Cpu<'_>, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         match small_class(layout.size(), layout.align()) {
-            Some(class) => self.classes[class].allocate(cpu, &self.pages(class)),
+            Some(class) => self.classes[class].allocate(cpu, &self.backend),
             None => self.allocate_in_backend(layout).into_result(),
         }
     }
@@ -272,6 +287,9 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
         Err(error)
     }
 
+    /// The magazine push inline, everything else behind one out-of-line
+    /// call in tail position, as in [`allocate`](Self::allocate).
+    ///
     /// # Safety
     /// As [`PerCpuHeap::deallocate`](crate::PerCpuHeap::deallocate).
     #[inline]
@@ -282,12 +300,35 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
         layout: Layout,
     ) -> Result<(), FreeError> {
         let ptr = provenance::reclaim(ptr);
+        if ptr.as_ptr() as usize & (layout.align() - 1) == 0 {
+            if let Some(class) = small_class(layout.size(), layout.align()) {
+                // SAFETY: the caller's promise; this layout's blocks come from this class.
+                if unsafe { self.classes[class].deallocate_fast(cpu, ptr) } {
+                    return Ok(());
+                }
+            }
+        }
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.deallocate_slow(cpu, ptr, layout) }
+    }
+
+    /// Misaligned pointers, spills, mid-size and large frees.
+    ///
+    /// # Safety
+    /// As [`deallocate`](Self::deallocate).
+    #[inline(never)]
+    unsafe fn deallocate_slow(
+        &self,
+        cpu: K::Cpu<'_>,
+        ptr: NonNull<u8>,
+        layout: Layout,
+    ) -> Result<(), FreeError> {
         if ptr.as_ptr() as usize & (layout.align() - 1) != 0 {
             return Err(FreeError::Misaligned);
         }
         match small_class(layout.size(), layout.align()) {
             // SAFETY: the caller's promise; this layout's blocks come from this class.
-            Some(class) => unsafe { self.classes[class].deallocate(cpu, ptr, &self.pages(class)) },
+            Some(class) => unsafe { self.classes[class].deallocate(cpu, ptr, &self.backend) },
             // SAFETY: the caller's promise; non-small layouts went to the backend.
             None => unsafe { self.deallocate_in_backend(ptr, layout) },
         }
@@ -329,13 +370,12 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
     }
 
     /// Runs `release` on every class, returning the bytes of slab pages it gave back.
-    fn release_classes(&self, release: impl Fn(&K, &ClassPages<'_, P>)) -> usize {
+    fn release_classes(&self, release: impl Fn(&K, &LockedBackend<P>)) -> usize {
         let mut pages_freed = 0;
-        for (class, cache) in self.classes.iter().enumerate() {
-            let before = self.class_pages[class].load(Ordering::Relaxed);
-            release(cache, &self.pages(class));
-            let after = self.class_pages[class].load(Ordering::Relaxed);
-            pages_freed += before.saturating_sub(after);
+        for cache in &self.classes {
+            let before = cache.stats().pages_held;
+            release(cache, &self.backend);
+            pages_freed += before.saturating_sub(cache.stats().pages_held);
         }
         pages_freed * PAGE_SIZE
     }
@@ -358,7 +398,7 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
                 object_bytes: class_bytes(class),
                 objects_in_use: cache.objects_in_use,
                 peak_objects_in_use: cache.objects_in_use,
-                bytes_held: self.class_pages[class].load(Ordering::Relaxed) * PAGE_SIZE,
+                bytes_held: cache.pages_held * PAGE_SIZE,
             };
             small.bytes_in_use += stats.objects_in_use * stats.object_bytes;
             small.bytes_held += stats.bytes_held;

@@ -58,6 +58,11 @@ const fn build_lookup() -> [u8; LOOKUP_LEN] {
 }
 
 const _: () = {
+    let mut step = 0;
+    while step < LOOKUP_LEN {
+        assert!((CLASS_OF_STEP[step] as usize) < SMALL_CLASS_COUNT);
+        step += 1;
+    }
     assert!(SMALL_CLASS_BYTES[SMALL_CLASS_COUNT - 1] == SMALL_MAX_BYTES);
     assert!(SMALL_CLASS_BYTES[15] == LINEAR_MAX_BYTES);
     assert!(SMALL_CLASS_COUNT <= u8::MAX as usize);
@@ -82,7 +87,12 @@ pub fn small_class(size: usize, align: usize) -> Option<usize> {
     if rounded > SMALL_MAX_BYTES {
         return None;
     }
-    Some(CLASS_OF_STEP[rounded.div_ceil(LINEAR_STEP_BYTES)] as usize)
+    let class = CLASS_OF_STEP[rounded.div_ceil(LINEAR_STEP_BYTES)] as usize;
+    // SAFETY: every entry of the table is a class index, checked at compile
+    // time above. Telling the optimizer spares callers a bounds check when
+    // they index their per-class arrays on the fast path.
+    unsafe { core::hint::assert_unchecked(class < SMALL_CLASS_COUNT) };
+    Some(class)
 }
 
 /// Object size of class `class`, in bytes.
