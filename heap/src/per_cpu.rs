@@ -200,8 +200,10 @@ impl<P: PageSource, C: CpuId, const CPUS: usize> PerCpuHeap<P, C, CPUS> {
 
     /// A snapshot of the heap's usage. Small-class figures come from the
     /// caches: objects sitting in per-CPU magazines count as cached, not in
-    /// use, and the small path keeps no allocation counts or peak (so its
-    /// fast path touches no shared counter).
+    /// use; the small peak is that of objects out of the slabs (in use or
+    /// cached), counted when magazines refill, an upper bound of the true
+    /// peak; and the small path keeps no allocation counts (so its fast path
+    /// touches no shared counter).
     pub fn stats(&self) -> HeapStats {
         self.core.stats()
     }

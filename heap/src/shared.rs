@@ -399,13 +399,13 @@ impl<P: PageSource, K: ClassCache> SharedHeap<P, K> {
             *stats = ClassStats {
                 object_bytes: class_bytes(class),
                 objects_in_use: cache.objects_in_use,
-                peak_objects_in_use: cache.objects_in_use,
+                peak_objects_in_use: cache.peak_objects_out,
                 bytes_held: cache.pages_held * PAGE_SIZE,
             };
             small.bytes_in_use += stats.objects_in_use * stats.object_bytes;
+            small.peak_bytes_in_use += stats.peak_objects_in_use * stats.object_bytes;
             small.bytes_held += stats.bytes_held;
         }
-        small.peak_bytes_in_use = small.bytes_in_use;
         crate::stats::assemble(small, backend, classes)
     }
 }

@@ -12,7 +12,8 @@ pub struct ClassStats {
     pub object_bytes: usize,
     /// Objects handed out and not yet freed.
     pub objects_in_use: usize,
-    /// The most objects in use at once.
+    /// The most objects in use at once (for the per-CPU fronts, the most out
+    /// of the slabs at once, in use or in magazines: an upper bound).
     pub peak_objects_in_use: usize,
     /// Bytes of the slabs the class holds.
     pub bytes_held: usize,
@@ -35,8 +36,10 @@ impl ClassStats {
 pub struct HeapStats {
     /// All paths together (the peak is the sum of the paths' peaks: an upper bound).
     pub total: Stats,
-    /// Requests served by the size classes. The per-CPU front counts objects
-    /// cached in its magazines as in use, and keeps no allocation counts.
+    /// Requests served by the size classes. The per-CPU fronts count whole
+    /// objects, not requested bytes; objects cached in their magazines are
+    /// not in use; their peak is that of objects out of the slabs (in use or
+    /// cached), an upper bound; and they keep no allocation counts.
     pub small: Stats,
     /// Requests served by the mid-size allocator.
     pub mid: Stats,

@@ -84,6 +84,8 @@ pub struct SlabCache {
     /// Objects taken off free lists and not put back (held by callers, cached
     /// in magazines, or quarantined one by one).
     objects_taken: usize,
+    /// The most objects taken at once.
+    peak_objects_taken: usize,
     /// Taken objects withheld because they failed a check.
     quarantined_objects: usize,
     /// Objects of quarantined slabs that are not held by callers.
@@ -132,6 +134,7 @@ impl SlabCache {
             idle: core::ptr::null_mut(),
             objects_free: 0,
             objects_taken: 0,
+            peak_objects_taken: 0,
             quarantined_objects: 0,
             quarantined_slab_objects: 0,
             failed_allocations: 0,
@@ -309,6 +312,7 @@ impl SlabCache {
             objects_per_slab: g.capacity,
             pages_per_slab: g.slab_pages,
             objects_in_use: self.objects_taken - self.quarantined_objects,
+            peak_objects_out: self.peak_objects_taken,
             objects_cached: 0,
             objects_free: self.objects_free,
             objects_quarantined: self.quarantined_objects + self.quarantined_slab_objects,
@@ -376,6 +380,7 @@ impl SlabCache {
         }
         self.objects_free -= 1;
         self.objects_taken += 1;
+        self.peak_objects_taken = self.peak_objects_taken.max(self.objects_taken);
         if next == 0 {
             self.partial_became_full(header);
         }

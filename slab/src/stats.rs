@@ -28,6 +28,12 @@ pub struct CacheStats {
     pub pages_per_slab: usize,
     /// Objects held by callers.
     pub objects_in_use: usize,
+    /// The most objects out of the slabs at once since the cache was made:
+    /// held by callers, cached in magazines, or quarantined one by one. For
+    /// a cache without magazines, the peak of `objects_in_use` (plus any
+    /// quarantined); with them, an upper bound of that peak, which no one
+    /// counts on the magazines' lock-free path.
+    pub peak_objects_out: usize,
     /// Free objects held in per-CPU magazines and the depot.
     pub objects_cached: usize,
     /// Free objects on the slabs' free lists.

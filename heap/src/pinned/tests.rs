@@ -172,3 +172,24 @@ fn threads_on_their_own_cpus_free_each_others_blocks() {
     });
     shrink_everywhere(&heap, &pages);
 }
+
+#[test]
+fn small_peak_is_at_least_the_most_in_use_at_once() {
+    let pages = HostPages::new();
+    let heap: TestHeap<'_> = PinnedPerCpuHeap::with_pages(&pages).unwrap();
+    let zero = cpu(0);
+    let l = layout(100, 8);
+    let class = crate::small_class(100, 8).unwrap();
+    let object_bytes = crate::size_class::class_bytes(class);
+    let blocks: Vec<_> = (0..300).map(|_| heap.allocate(&zero, l).unwrap()).collect();
+    for ptr in blocks {
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(&zero, ptr, l) }.unwrap();
+    }
+    let stats = heap.stats();
+    assert_eq!(stats.classes[class].objects_in_use, 0);
+    assert!(stats.classes[class].peak_objects_in_use >= 300, "{stats:?}");
+    assert!(stats.small.peak_bytes_in_use >= 300 * object_bytes);
+    assert!(stats.total.peak_bytes_in_use >= stats.small.peak_bytes_in_use);
+    shrink_everywhere(&heap, &pages);
+}

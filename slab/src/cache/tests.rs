@@ -28,6 +28,31 @@ fn assert_consistent(stats: &CacheStats, pages: &TrackingPages) {
         stats.full_slabs + stats.partial_slabs + stats.empty_slabs + stats.quarantined_slabs
     );
     assert_eq!(stats.pages_held, pages.pages_out());
+    assert!(stats.peak_objects_out >= stats.objects_in_use + stats.objects_cached);
+}
+
+#[test]
+fn peak_counts_the_most_objects_out_at_once() {
+    let pages = TrackingPages::new();
+    let mut cache = cache(64, 8, Hardening::DEFAULT);
+    let mut objects: Vec<_> = (0..10).map(|_| cache.allocate(&pages).unwrap()).collect();
+    for object in objects.drain(4..) {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.deallocate(object, &pages) }.unwrap();
+    }
+    objects.extend((0..3).map(|_| cache.allocate(&pages).unwrap()));
+    let stats = cache.stats();
+    assert_eq!((stats.objects_in_use, stats.peak_objects_out), (7, 10));
+    for object in objects {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.deallocate(object, &pages) }.unwrap();
+    }
+    cache.shrink(0, &pages);
+    assert_eq!(
+        cache.stats().peak_objects_out,
+        10,
+        "the peak outlives the slabs"
+    );
 }
 
 #[test]

@@ -31,9 +31,33 @@ fn layout(size: u64, align: u64) -> Result<Layout, AllocError> {
     Layout::from_size_align(size, align).map_err(|_| AllocError::Overflow)
 }
 
+/// No peak below the figure it is the peak of.
+fn check_peaks(stats: &HeapStats) -> Result<(), String> {
+    let paths = [
+        ("total", &stats.total),
+        ("small", &stats.small),
+        ("mid", &stats.mid),
+        ("large", &stats.large),
+    ];
+    for (name, path) in paths {
+        if path.peak_bytes_in_use < path.bytes_in_use {
+            return Err(format!("{name} peak below bytes in use: {path:?}"));
+        }
+    }
+    for (class, figures) in stats.classes.iter().enumerate() {
+        if figures.peak_objects_in_use < figures.objects_in_use {
+            return Err(format!(
+                "class {class} peak below objects in use: {figures:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the heap's figures against the page source: every page it took
 /// is still out, and nothing was given back wrongly.
 fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
+    check_peaks(stats)?;
     let out = pages.outstanding_pages() * PAGE_SIZE;
     if stats.total.bytes_held != out {
         return Err(format!(
@@ -105,8 +129,8 @@ impl HeapMemory for RegionMemory {
         vec![self.region]
     }
 
-    fn check(&self, _stats: &HeapStats) -> Result<(), String> {
-        Ok(())
+    fn check(&self, stats: &HeapStats) -> Result<(), String> {
+        check_peaks(stats)
     }
 
     fn finish(&self, stats: &HeapStats) -> Result<(), String> {

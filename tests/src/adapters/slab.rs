@@ -220,6 +220,11 @@ impl<C: ObjectCache> ModelAllocator for SlabAdapter<'_, C> {
                 stats.slabs, stats.objects_per_slab
             ));
         }
+        if stats.peak_objects_out < stats.objects_in_use + stats.objects_cached {
+            return Err(format!(
+                "peak below the objects out of the slabs now: {stats:?}"
+            ));
+        }
         let outstanding = self.pages.outstanding_pages();
         let slab_pages = stats.slabs * stats.pages_per_slab;
         if stats.pages_held != outstanding || slab_pages + stats.magazine_pages != outstanding {
