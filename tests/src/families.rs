@@ -191,3 +191,12 @@ pub const PER_CPU_HEAP: Family = Family {
     mix: Mix::CHURN,
     run: crate::adapters::heap::run_per_cpu_heap,
 };
+
+/// `kalloc-heap`'s pinned (lock-free) per-CPU front through its own API,
+/// one thread playing every CPU in turn.
+pub const PINNED_HEAP: Family = Family {
+    name: "pinned-heap",
+    profile: Profile::HEAP,
+    mix: Mix::CHURN,
+    run: crate::adapters::pinned_heap::run_pinned_heap,
+};

@@ -17,15 +17,15 @@ use crate::model::{Block, Model, Span};
 use crate::op::Op;
 
 /// Pages of the page source: 4 MiB, so megabyte requests exhaust it.
-const SOURCE_PAGES: usize = 1024;
+pub(super) const SOURCE_PAGES: usize = 1024;
 /// Alignment of the page source's arena, in pages.
-const SOURCE_ALIGN_PAGES: usize = 64;
+pub(super) const SOURCE_ALIGN_PAGES: usize = 64;
 /// CPUs of the per-CPU heap; the CPU id moves on at every call.
-const CPUS: usize = 3;
+pub(super) const CPUS: usize = 3;
 
 type Pages<'p> = &'p HostPages;
 
-fn layout(size: u64, align: u64) -> Result<Layout, AllocError> {
+pub(super) fn layout(size: u64, align: u64) -> Result<Layout, AllocError> {
     let size = usize::try_from(size).map_err(|_| AllocError::Overflow)?;
     let align = usize::try_from(align).map_err(|_| AllocError::BadAlignment)?;
     Layout::from_size_align(size, align).map_err(|_| AllocError::Overflow)
@@ -56,7 +56,7 @@ fn check_peaks(stats: &HeapStats) -> Result<(), String> {
 
 /// Checks the heap's figures against the page source: every page it took
 /// is still out, and nothing was given back wrongly.
-fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
+pub(super) fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
     check_peaks(stats)?;
     let out = pages.outstanding_pages() * PAGE_SIZE;
     if stats.total.bytes_held != out {
@@ -73,7 +73,7 @@ fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
 
 /// The leak check: after every block was freed and the heap shrunk, every
 /// page is back in the source.
-fn check_all_back(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
+pub(super) fn check_all_back(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
     if stats.total.bytes_in_use != 0 {
         return Err(format!(
             "{} bytes still in use after every block was freed",

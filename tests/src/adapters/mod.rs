@@ -6,6 +6,7 @@ pub mod bump;
 mod frames;
 mod global;
 pub mod heap;
+pub mod pinned_heap;
 pub mod slab;
 
 pub use frames::{Check, FrameAdapter};
