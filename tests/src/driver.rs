@@ -172,23 +172,27 @@ impl<A: ModelAllocator + ?Sized> Driver<'_, A> {
     fn allocate(&mut self, size: u64, align: u64) -> Step {
         match self.alloc.allocate(size, align) {
             Ok(block) => self.accept(block, size, align),
-            Err(AllocError::OutOfMemory | AllocError::TableFull) => {
-                self.summary.out_of_memory += 1;
-                if let Some((fit, fit_align)) = self.alloc.guaranteed_fit(size, align) {
-                    if let Some(gap) = find_gap(&self.model, &self.alloc.owned(), fit, fit_align) {
-                        return Err(format!(
-                            "allocation of {size:#x} bytes aligned {align:#x} failed, \
-                             but [{gap:#x}, {:#x}) is free",
-                            gap + fit
-                        ));
-                    }
-                }
-                Ok(())
-            }
+            Err(AllocError::OutOfMemory | AllocError::TableFull) => self.out_of_memory(size, align),
             Err(error) => Err(format!(
                 "allocation of {size:#x} bytes aligned {align:#x} failed with {error:?}"
             )),
         }
+    }
+
+    /// Records an out-of-memory answer, wrong only where the allocator
+    /// guarantees a fit and the model has a free range of that shape.
+    fn out_of_memory(&mut self, size: u64, align: u64) -> Step {
+        self.summary.out_of_memory += 1;
+        if let Some((fit, fit_align)) = self.alloc.guaranteed_fit(size, align) {
+            if let Some(gap) = find_gap(&self.model, &self.alloc.owned(), fit, fit_align) {
+                return Err(format!(
+                    "allocation of {size:#x} bytes aligned {align:#x} failed, \
+                     but [{gap:#x}, {:#x}) is free",
+                    gap + fit
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks and records a block the allocator returned, and fills it.
@@ -291,6 +295,11 @@ impl<A: ModelAllocator + ?Sized> Driver<'_, A> {
                     .free(&block, size, align)
                     .map_err(|e| format!("free of zero-size block {block} failed with {e:?}"))?;
                 self.checked()
+            }
+            // A zero size served as a real block needs memory like any
+            // other request: out of memory is an answer, checked as one.
+            (Expect::Succeed, Err(AllocError::OutOfMemory | AllocError::TableFull)) => {
+                self.out_of_memory(size, align)
             }
             (Expect::Succeed, Err(error)) => Err(format!(
                 "allocation of {size:#x} bytes aligned {align:#x} failed with {error:?}, \
