@@ -4,6 +4,7 @@
 //! without a frame allocator uses it.
 
 use std::alloc::Layout;
+use std::ptr::NonNull;
 
 use kalloc_api::sync::{AtomicUsize, Ordering};
 use kalloc_api::{AllocError, FreeError, PAGE_SIZE, PageSource};
@@ -23,9 +24,7 @@ pub(super) const SOURCE_ALIGN_PAGES: usize = 64;
 /// CPUs of the per-CPU heap; the CPU id moves on at every call.
 pub(super) const CPUS: usize = 3;
 
-type Pages<'p> = &'p HostPages;
-
-pub(super) fn layout(size: u64, align: u64) -> Result<Layout, AllocError> {
+fn layout(size: u64, align: u64) -> Result<Layout, AllocError> {
     let size = usize::try_from(size).map_err(|_| AllocError::Overflow)?;
     let align = usize::try_from(align).map_err(|_| AllocError::BadAlignment)?;
     Layout::from_size_align(size, align).map_err(|_| AllocError::Overflow)
@@ -56,7 +55,7 @@ fn check_peaks(stats: &HeapStats) -> Result<(), String> {
 
 /// Checks the heap's figures against the page source: every page it took
 /// is still out, and nothing was given back wrongly.
-pub(super) fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
+fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
     check_peaks(stats)?;
     let out = pages.outstanding_pages() * PAGE_SIZE;
     if stats.total.bytes_held != out {
@@ -73,7 +72,7 @@ pub(super) fn check_pages(stats: &HeapStats, pages: &HostPages) -> Result<(), St
 
 /// The leak check: after every block was freed and the heap shrunk, every
 /// page is back in the source.
-pub(super) fn check_all_back(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
+fn check_all_back(stats: &HeapStats, pages: &HostPages) -> Result<(), String> {
     if stats.total.bytes_in_use != 0 {
         return Err(format!(
             "{} bytes still in use after every block was freed",
@@ -83,10 +82,62 @@ pub(super) fn check_all_back(stats: &HeapStats, pages: &HostPages) -> Result<(),
     pages.check_all_returned()
 }
 
-/// Where a driven [`Heap`]'s memory comes from, and what must hold of it
+/// A heap front with a checked API (`allocate`, `deallocate`,
+/// `reallocate` returning errors), driven from one thread.
+pub(super) trait CheckedHeap {
+    /// Whether its bytes in use are the requested bytes of the live blocks.
+    const EXACT_USAGE: bool;
+    fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, AllocError>;
+    /// # Safety
+    /// `ptr` is a live block of this heap with `layout`.
+    unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), FreeError>;
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    unsafe fn reallocate(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, AllocError>;
+    /// Gives back everything cached, on every CPU.
+    fn shrink(&mut self);
+    fn stats(&self) -> HeapStats;
+}
+
+impl<P: PageSource> CheckedHeap for Heap<P> {
+    const EXACT_USAGE: bool = true;
+
+    fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        Heap::allocate(self, layout)
+    }
+
+    unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), FreeError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Heap::deallocate(self, ptr, layout) }
+    }
+
+    unsafe fn reallocate(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Heap::reallocate(self, ptr, layout, new_size) }
+    }
+
+    fn shrink(&mut self) {
+        Heap::shrink(self);
+    }
+
+    fn stats(&self) -> HeapStats {
+        Heap::stats(self)
+    }
+}
+
+/// Where a driven heap's memory comes from, and what must hold of it
 /// along the way and at the end.
-trait HeapMemory {
-    type Pages: PageSource;
+pub(super) trait HeapMemory {
     /// The address ranges the heap may hand out.
     fn owned(&self) -> Vec<Span>;
     /// Checked after every step.
@@ -96,11 +147,9 @@ trait HeapMemory {
 }
 
 /// All memory from the checking page source.
-struct SourceMemory<'p>(&'p HostPages);
+pub(super) struct SourceMemory<'p>(pub(super) &'p HostPages);
 
-impl<'p> HeapMemory for SourceMemory<'p> {
-    type Pages = Pages<'p>;
-
+impl HeapMemory for SourceMemory<'_> {
     fn owned(&self) -> Vec<Span> {
         self.0.held_spans()
     }
@@ -123,8 +172,6 @@ struct RegionMemory {
 }
 
 impl HeapMemory for RegionMemory {
-    type Pages = NoPages;
-
     fn owned(&self) -> Vec<Span> {
         vec![self.region]
     }
@@ -152,14 +199,13 @@ impl HeapMemory for RegionMemory {
     }
 }
 
-/// Drives a [`Heap`] through its checked API (`allocate`, `deallocate`,
-/// `reallocate` returning errors).
-struct HeapAdapter<M: HeapMemory> {
-    heap: Heap<M::Pages>,
-    memory: M,
+/// Drives a heap front through its checked API.
+pub(super) struct HeapAdapter<H, M> {
+    pub(super) heap: H,
+    pub(super) memory: M,
 }
 
-impl<M: HeapMemory> ModelAllocator for HeapAdapter<M> {
+impl<H: CheckedHeap, M: HeapMemory> ModelAllocator for HeapAdapter<H, M> {
     fn rules(&self) -> Rules {
         Rules {
             // A zero size is served as one byte.
@@ -209,7 +255,7 @@ impl<M: HeapMemory> ModelAllocator for HeapAdapter<M> {
     }
 
     fn used_bytes(&self) -> Option<u64> {
-        Some(self.heap.stats().total.bytes_in_use as u64)
+        H::EXACT_USAGE.then(|| self.heap.stats().total.bytes_in_use as u64)
     }
 
     fn check(&self, _model: &Model) -> Result<(), String> {
@@ -246,7 +292,7 @@ pub fn run_region_heap(ops: &[Op]) -> Result<Summary, Divergence> {
     let arena = HostArena::new(REGION_BYTES, SOURCE_ALIGN_PAGES * PAGE_SIZE);
     let start = arena.at(REGION_OFFSET);
     let len = REGION_BYTES - REGION_OFFSET;
-    let mut heap = Heap::new();
+    let mut heap: Heap<NoPages> = Heap::new();
     // SAFETY: the arena outlives the heap and nothing else uses it.
     unsafe { heap.init_with_region(start.as_ptr(), len) }.expect("the region fits");
     let stats = heap.stats();

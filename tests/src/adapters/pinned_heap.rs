@@ -2,14 +2,15 @@
 //! plays every CPU in turn with a [`PinnedCpu`] token per call, as a kernel
 //! does with preemption off, over the checking [`HostPages`] source.
 
-use kalloc_api::{AllocError, FreeError, PinnedCpu};
-use kalloc_heap::PinnedPerCpuHeap;
+use std::alloc::Layout;
+use std::ptr::NonNull;
 
-use super::heap::{CPUS, SOURCE_ALIGN_PAGES, SOURCE_PAGES, check_all_back, check_pages, layout};
-use crate::adapter::{Expect, ModelAllocator, Rules};
+use kalloc_api::{AllocError, FreeError, PinnedCpu};
+use kalloc_heap::{HeapStats, PinnedPerCpuHeap};
+
+use super::heap::{CPUS, CheckedHeap, HeapAdapter, SOURCE_ALIGN_PAGES, SOURCE_PAGES, SourceMemory};
 use crate::driver::{Divergence, Summary, run};
 use crate::host::HostPages;
-use crate::model::{Block, Model, Span};
 use crate::op::Op;
 
 /// The heap and the CPU the next call runs on: every allocation moves on
@@ -17,86 +18,55 @@ use crate::op::Op;
 /// through the depots), and frees and reallocations run on the CPU of the
 /// latest allocation, so small blocks go back on other CPUs than they came
 /// from.
-struct PinnedHeapAdapter<'p> {
+struct RotatingPinnedHeap<'p> {
     heap: PinnedPerCpuHeap<&'p HostPages, CPUS>,
-    pages: &'p HostPages,
     cpu: usize,
 }
 
-impl PinnedHeapAdapter<'_> {
-    fn token(&self) -> PinnedCpu {
-        // SAFETY: one thread makes every token and uses each for one call,
-        // so no two contexts ever share a slot.
-        unsafe { PinnedCpu::new(self.cpu) }
-    }
+/// A token for CPU `index`.
+fn token(index: usize) -> PinnedCpu {
+    // SAFETY: one thread makes every token and uses each for one call, so
+    // no two contexts ever share a slot.
+    unsafe { PinnedCpu::new(index) }
 }
 
-impl ModelAllocator for PinnedHeapAdapter<'_> {
-    fn rules(&self) -> Rules {
-        Rules {
-            // A zero size is served as one byte.
-            zero_size: Expect::Succeed,
-            ..Rules::UNCHECKED_HEAP
-        }
-    }
+impl CheckedHeap for RotatingPinnedHeap<'_> {
+    /// Small blocks count as their class's size, and not while they sit in
+    /// a magazine.
+    const EXACT_USAGE: bool = false;
 
-    fn owned(&self) -> Vec<Span> {
-        self.pages.held_spans()
-    }
-
-    fn allocate(&mut self, size: u64, align: u64) -> Result<Block, AllocError> {
+    fn allocate(&mut self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         self.cpu = (self.cpu + 1) % (CPUS + 1);
-        let ptr = self.heap.allocate(&self.token(), layout(size, align)?)?;
-        Ok(Block::host(ptr, size))
+        self.heap.allocate(&token(self.cpu), layout)
     }
 
-    fn free(&mut self, block: &Block, size: u64, align: u64) -> Result<(), FreeError> {
-        let layout = layout(size, align).map_err(|_| FreeError::SizeMismatch)?;
-        let ptr = block.ptr.ok_or(FreeError::NotOwned)?;
-        // SAFETY: the rules skip every hostile free, so `ptr` is a live
-        // block of this heap allocated (or last resized) with `layout`.
-        unsafe { self.heap.deallocate(&self.token(), ptr, layout) }
+    unsafe fn deallocate(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), FreeError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.heap.deallocate(&token(self.cpu), ptr, layout) }
     }
 
-    fn realloc(
+    unsafe fn reallocate(
         &mut self,
-        block: &Block,
-        size: u64,
-        align: u64,
-        new_size: u64,
-    ) -> Result<Block, AllocError> {
-        let old = layout(size, align)?;
-        let new_size = usize::try_from(new_size).map_err(|_| AllocError::Overflow)?;
-        let ptr = block.ptr.ok_or(AllocError::OutOfMemory)?;
-        // SAFETY: `ptr` is a live block of this heap allocated with `old`.
-        let moved = unsafe { self.heap.reallocate(&self.token(), ptr, old, new_size) }?;
-        Ok(Block::host(moved, new_size as u64))
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe {
+            self.heap
+                .reallocate(&token(self.cpu), ptr, layout, new_size)
+        }
     }
 
     fn shrink(&mut self) {
         // Each CPU's magazines can only be flushed with its own token.
         for index in 0..=CPUS {
-            // SAFETY: as in `token`.
-            self.heap.shrink(&unsafe { PinnedCpu::new(index) });
+            self.heap.shrink(&token(index));
         }
     }
 
-    fn charge(&self, _block: &Block, requested: u64, _align: u64) -> u64 {
-        requested
-    }
-
-    fn used_bytes(&self) -> Option<u64> {
-        // Small blocks count as their class's size, and not while they sit
-        // in a magazine: no figure to hold to the requested bytes.
-        None
-    }
-
-    fn check(&self, _model: &Model) -> Result<(), String> {
-        check_pages(&self.heap.stats(), self.pages)
-    }
-
-    fn finish(&mut self, _model: &Model) -> Result<(), String> {
-        check_all_back(&self.heap.stats(), self.pages)
+    fn stats(&self) -> HeapStats {
+        self.heap.stats()
     }
 }
 
@@ -106,10 +76,10 @@ impl ModelAllocator for PinnedHeapAdapter<'_> {
 /// be back in the 4 MiB checking page source.
 pub fn run_pinned_heap(ops: &[Op]) -> Result<Summary, Divergence> {
     let pages = HostPages::new(SOURCE_PAGES, SOURCE_ALIGN_PAGES);
-    let mut adapter = PinnedHeapAdapter {
-        heap: PinnedPerCpuHeap::with_pages(&pages).expect("the size classes are valid"),
-        pages: &pages,
-        cpu: 0,
+    let heap = PinnedPerCpuHeap::with_pages(&pages).expect("the size classes are valid");
+    let mut adapter = HeapAdapter {
+        heap: RotatingPinnedHeap { heap, cpu: 0 },
+        memory: SourceMemory(&pages),
     };
     run(&mut adapter, ops)
 }
