@@ -175,46 +175,47 @@ fn pinned(index: usize) -> PinnedCpu {
 
 #[test]
 fn pinned_cpus_free_each_others_blocks_without_losing_any() {
-    model_with_branches(PINNED_HAND_OVER, 20_000);
+    model_with_branches(
+        || {
+            let model = Arc::new(PinnedModel::new());
+            let small = Layout::from_size_align(48, 8).unwrap();
+            let mid = Layout::from_size_align(3000, 16).unwrap();
+            // Blocks of CPU 0, each freed by CPU 1 while CPU 0 works on.
+            let zero = pinned(0);
+            let handed = [small, mid].map(|layout| {
+                let block = model.heap.allocate(&zero, layout).unwrap();
+                // SAFETY: the block is ours and this long.
+                unsafe { block.as_ptr().write_bytes(0xa5, layout.size()) };
+                (block.as_ptr() as usize, layout)
+            });
+            let other = {
+                let model = model.clone();
+                thread::spawn(move || {
+                    let one = pinned(1);
+                    for (addr, layout) in handed {
+                        let block = core::ptr::NonNull::new(addr as *mut u8).unwrap();
+                        // SAFETY: written by CPU 0 before the spawn.
+                        assert_eq!(unsafe { *block.as_ptr() }, 0xa5);
+                        // SAFETY: live, handed over, freed once.
+                        unsafe { model.heap.deallocate(&one, block, layout) }.unwrap();
+                    }
+                })
+            };
+            // Meanwhile CPU 0 meets CPU 1 at the backend's lock and reads the
+            // counters CPU 1 publishes.
+            let block = model.heap.allocate(&zero, mid).unwrap();
+            // SAFETY: the block is ours and this long.
+            unsafe { block.as_ptr().write_bytes(0x5a, mid.size()) };
+            assert!(model.heap.stats().mid.bytes_in_use >= mid.size());
+            // SAFETY: live, freed once.
+            unsafe { model.heap.deallocate(&zero, block, mid) }.unwrap();
+            other.join().unwrap();
+            model.heap.shrink(&pinned(0));
+            model.heap.shrink(&pinned(1));
+            let stats = model.heap.stats();
+            assert_eq!(stats.total.bytes_in_use, 0);
+            assert_eq!(stats.classes.iter().map(|c| c.bytes_held).sum::<usize>(), 0);
+        },
+        20_000,
+    );
 }
-
-const PINNED_HAND_OVER: fn() = || {
-    let model = Arc::new(PinnedModel::new());
-    let small = Layout::from_size_align(48, 8).unwrap();
-    let mid = Layout::from_size_align(3000, 16).unwrap();
-    // Blocks of CPU 0, each freed by CPU 1 while CPU 0 works on.
-    let zero = pinned(0);
-    let handed = [small, mid].map(|layout| {
-        let block = model.heap.allocate(&zero, layout).unwrap();
-        // SAFETY: the block is ours and this long.
-        unsafe { block.as_ptr().write_bytes(0xa5, layout.size()) };
-        (block.as_ptr() as usize, layout)
-    });
-    let other = {
-        let model = model.clone();
-        thread::spawn(move || {
-            let one = pinned(1);
-            for (addr, layout) in handed {
-                let block = core::ptr::NonNull::new(addr as *mut u8).unwrap();
-                // SAFETY: written by CPU 0 before the spawn.
-                assert_eq!(unsafe { *block.as_ptr() }, 0xa5);
-                // SAFETY: live, handed over, freed once.
-                unsafe { model.heap.deallocate(&one, block, layout) }.unwrap();
-            }
-        })
-    };
-    // Meanwhile CPU 0 meets CPU 1 at the backend's lock and reads the
-    // counters CPU 1 publishes.
-    let block = model.heap.allocate(&zero, mid).unwrap();
-    // SAFETY: the block is ours and this long.
-    unsafe { block.as_ptr().write_bytes(0x5a, mid.size()) };
-    assert!(model.heap.stats().mid.bytes_in_use >= mid.size());
-    // SAFETY: live, freed once.
-    unsafe { model.heap.deallocate(&zero, block, mid) }.unwrap();
-    other.join().unwrap();
-    model.heap.shrink(&pinned(0));
-    model.heap.shrink(&pinned(1));
-    let stats = model.heap.stats();
-    assert_eq!(stats.total.bytes_in_use, 0);
-    assert_eq!(stats.classes.iter().map(|c| c.bytes_held).sum::<usize>(), 0);
-};
