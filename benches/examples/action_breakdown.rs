@@ -3,15 +3,23 @@
 //! time.
 //!
 //! Plays the random-actions sequence of the heaps family (default seed, up
-//! to 10,000 live blocks, sizes from 8 bytes to 64 KiB) on one heap, times
-//! every call after the first tenth (the fill from empty) and prints, per
-//! kind and band, the mean nanoseconds per call and that kind's share of the
-//! mean time per operation. The bands are small (up to 512 B), mid (up to
-//! 8 KiB) and large; `r-sm` is a reallocation from a small to a mid size.
+//! to 10,000 live blocks, sizes from 8 bytes to 64 KiB) on `kalloc-heap`,
+//! `kalloc-heap-pinned`, rlsf and talc, in turns of 100,000 operations (a
+//! batch of the suite) so that a slow spell of the machine falls on every
+//! heap alike, times every call after the first tenth (the fill from empty)
+//! and prints, per heap, the mean nanoseconds per operation and per call of
+//! each kind and band.
+//! The bands are small (up to 512 B), mid (up to 8 KiB) and large; `r-sm`
+//! is a reallocation from a small to a mid size.
+//!
+//! With `--mid-size` the sequence holds only allocations and frees of
+//! 513 B to 64 KiB, up to 1,000 live blocks: the heaps' mid-size paths
+//! alone, with no small blocks between and no copies.
 //!
 //! ```sh
-//! cargo run --release -p kalloc-benches --example action_breakdown -- kalloc-heap 1000000
-//! cargo run --release -p kalloc-benches --example action_breakdown -- rlsf 1000000
+//! cargo run --release -p kalloc-benches --example action_breakdown
+//! cargo run --release -p kalloc-benches --example action_breakdown -- --mid-size
+//! cargo run --release -p kalloc-benches --example action_breakdown -- 3000000
 //! ```
 //!
 //! The timer's own cost (a few nanoseconds per call) is in every figure, so
@@ -29,12 +37,28 @@ use kalloc_benches::rng::DEFAULT_SEED;
 use kalloc_benches::sequence::{HeapOp, OpSequence};
 
 const BANDS: [&str; 3] = ["s", "m", "l"];
+/// Kinds of call: allocations and frees by band, then reallocations by old
+/// band and new band.
+const KINDS: usize = 15;
+/// Operations each heap plays before the next takes its turn: a batch of
+/// the suite's random actions.
+const TURN_OPS: usize = 100_000;
+/// Live blocks at most in the mid-size sequence: about half the arena.
+const MID_SIZE_MAX_LIVE: usize = 1_000;
 
 fn band(size: usize) -> usize {
     match size {
         0..=512 => 0,
         513..=8192 => 1,
         _ => 2,
+    }
+}
+
+fn kind_name(kind: usize) -> String {
+    match kind {
+        0..3 => format!("a-{}", BANDS[kind]),
+        3..6 => format!("f-{}", BANDS[kind - 3]),
+        _ => format!("r-{}{}", BANDS[(kind - 6) / 3], BANDS[(kind - 6) % 3]),
     }
 }
 
@@ -54,92 +78,136 @@ fn ticks() -> u64 {
     }
 }
 
-/// Time and count per kind: allocations and frees by band, then
-/// reallocations by old band and new band.
+/// Ticks and calls per kind, summed over the timed turns.
 #[derive(Default)]
 struct Tally {
-    ticks: [u64; 15],
-    calls: [u64; 15],
+    ticks: [u64; KINDS],
+    calls: [u64; KINDS],
 }
 
-impl Tally {
-    fn name(kind: usize) -> String {
-        match kind {
-            0..3 => format!("a-{}", BANDS[kind]),
-            3..6 => format!("f-{}", BANDS[kind - 3]),
-            _ => format!("r-{}{}", BANDS[(kind - 6) / 3], BANDS[(kind - 6) % 3]),
-        }
+/// A heap playing its turns of the sequence.
+trait Player {
+    fn name(&self) -> &'static str;
+    fn play(&mut self, ops: &[HeapOp], timed: bool);
+    fn tally(&self) -> &Tally;
+}
+
+struct Timed<H> {
+    heap: H,
+    table: Vec<Option<(NonNull<u8>, Layout)>>,
+    tally: Tally,
+}
+
+impl<H: HeapBench + 'static> Timed<H> {
+    fn boxed(slots: usize) -> Box<dyn Player> {
+        Box::new(Self {
+            heap: H::new(HEAP_ARENA_BYTES),
+            table: vec![None; slots],
+            tally: Tally::default(),
+        })
     }
 }
 
-fn run<H: HeapBench>(sequence: &OpSequence) {
-    let mut heap = H::new(HEAP_ARENA_BYTES);
-    let mut table: Vec<Option<(NonNull<u8>, Layout)>> = vec![None; sequence.slots];
-    let warm_up = sequence.ops.len() / 10;
-    let mut tally = Tally::default();
-    let (start, start_ticks) = (Instant::now(), ticks());
-    for (index, op) in sequence.ops.iter().enumerate() {
-        let before = ticks();
-        let kind = match *op {
-            HeapOp::Alloc { slot, layout } => {
-                let block = alloc_call(&mut heap, layout).expect("the arena holds the sequence");
-                // SAFETY: the block is live and at least one byte long.
-                unsafe { block.as_ptr().write(slot as u8) };
-                table[slot as usize] = Some((block, layout));
-                band(layout.size())
+impl<H: HeapBench> Player for Timed<H> {
+    fn name(&self) -> &'static str {
+        H::NAME
+    }
+
+    fn play(&mut self, ops: &[HeapOp], timed: bool) {
+        let Self { heap, table, tally } = self;
+        for op in ops {
+            let before = ticks();
+            let kind = match *op {
+                HeapOp::Alloc { slot, layout } => {
+                    let block = alloc_call(heap, layout).expect("the arena holds the sequence");
+                    // SAFETY: the block is live and at least one byte long.
+                    unsafe { block.as_ptr().write(slot as u8) };
+                    table[slot as usize] = Some((block, layout));
+                    band(layout.size())
+                }
+                HeapOp::Free { slot } => {
+                    let (block, layout) = table[slot as usize].take().expect("a live slot");
+                    // SAFETY: the table holds live blocks with their layouts.
+                    unsafe { free_call(heap, block, layout) };
+                    3 + band(layout.size())
+                }
+                HeapOp::Realloc { slot, size } => {
+                    let (block, layout) = table[slot as usize].expect("a live slot");
+                    // SAFETY: as above; sizes in sequences are non-zero.
+                    let moved =
+                        unsafe { realloc_call(heap, block, layout, size) }.expect("room to move");
+                    let new_layout = Layout::from_size_align(size, layout.align()).expect("layout");
+                    table[slot as usize] = Some((moved, new_layout));
+                    6 + band(layout.size()) * 3 + band(size)
+                }
+            };
+            if timed {
+                tally.ticks[kind] += ticks() - before;
+                tally.calls[kind] += 1;
             }
-            HeapOp::Free { slot } => {
-                let (block, layout) = table[slot as usize].take().expect("a live slot");
-                // SAFETY: the table holds live blocks with their layouts.
-                unsafe { free_call(&mut heap, block, layout) };
-                3 + band(layout.size())
-            }
-            HeapOp::Realloc { slot, size } => {
-                let (block, layout) = table[slot as usize].expect("a live slot");
-                // SAFETY: as above; sizes in sequences are non-zero.
-                let moved =
-                    unsafe { realloc_call(&mut heap, block, layout, size) }.expect("room to move");
-                let new_layout = Layout::from_size_align(size, layout.align()).expect("layout");
-                table[slot as usize] = Some((moved, new_layout));
-                6 + band(layout.size()) * 3 + band(size)
-            }
-        };
-        if index >= warm_up {
-            tally.ticks[kind] += ticks() - before;
-            tally.calls[kind] += 1;
         }
     }
-    let ticks_per_ns = (ticks() - start_ticks) as f64 / start.elapsed().as_nanos() as f64;
-    let ops = (sequence.ops.len() - warm_up) as f64;
-    let total: u64 = tally.ticks.iter().sum();
-    println!(
-        "{}: {:.1} ns per operation; per kind, mean ns per call (share of the mean per operation):",
-        H::NAME,
-        total as f64 / ticks_per_ns / ops
-    );
-    for kind in 0..tally.ticks.len() {
-        let ns = tally.ticks[kind] as f64 / ticks_per_ns;
-        println!(
-            "  {:5} {:7.0} ({:4.1})",
-            Tally::name(kind),
-            ns / tally.calls[kind].max(1) as f64,
-            ns / ops
-        );
+
+    fn tally(&self) -> &Tally {
+        &self.tally
     }
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let name = args.next().unwrap_or_else(|| "kalloc-heap".into());
-    let ops = args
-        .next()
-        .map_or(1_000_000, |n| n.parse().expect("a count"));
-    let sequence = OpSequence::random_actions(DEFAULT_SEED, ops, MAX_LIVE_BLOCKS);
-    match name.as_str() {
-        KallocHeap::NAME => run::<KallocHeap>(&sequence),
-        KallocPinnedHeap::NAME => run::<KallocPinnedHeap>(&sequence),
-        RlsfPeer::NAME => run::<RlsfPeer>(&sequence),
-        TalcPeer::NAME => run::<TalcPeer>(&sequence),
-        other => panic!("unknown heap {other}: kalloc-heap, kalloc-heap-pinned, rlsf or talc"),
+    let mut mid_size = false;
+    let mut ops = 1_000_000;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--mid-size" => mid_size = true,
+            count => ops = count.parse().expect("--mid-size or a count of operations"),
+        }
+    }
+    let sequence = if mid_size {
+        OpSequence::mid_size_actions(DEFAULT_SEED, ops, MID_SIZE_MAX_LIVE)
+    } else {
+        OpSequence::random_actions(DEFAULT_SEED, ops, MAX_LIVE_BLOCKS)
+    };
+    let mut players = [
+        Timed::<KallocHeap>::boxed(sequence.slots),
+        Timed::<KallocPinnedHeap>::boxed(sequence.slots),
+        Timed::<RlsfPeer>::boxed(sequence.slots),
+        Timed::<TalcPeer>::boxed(sequence.slots),
+    ];
+    let warm_up = sequence.ops.len() / 10;
+    let (start, start_ticks) = (Instant::now(), ticks());
+    for (turn, part) in sequence.ops.chunks(TURN_OPS).enumerate() {
+        for player in &mut players {
+            player.play(part, turn * TURN_OPS >= warm_up);
+        }
+    }
+    let ticks_per_ns = (ticks() - start_ticks) as f64 / start.elapsed().as_nanos() as f64;
+    report(&players, ticks_per_ns);
+}
+
+/// One row per heap: mean ns per timed operation, then mean ns per call of
+/// every kind that occurred.
+fn report(players: &[Box<dyn Player>], ticks_per_ns: f64) {
+    let first = players[0].tally();
+    let kinds: Vec<usize> = (0..KINDS).filter(|&kind| first.calls[kind] > 0).collect();
+    let mut header = format!("{:20} {:>7}", "heap", "per op");
+    for &kind in &kinds {
+        header += &format!(" {:>6}", kind_name(kind));
+    }
+    println!("mean ns per operation and per call of each kind:");
+    println!("{header}");
+    for player in players {
+        let tally = player.tally();
+        let calls: u64 = tally.calls.iter().sum();
+        let total: u64 = tally.ticks.iter().sum();
+        let mut row = format!(
+            "{:20} {:7.1}",
+            player.name(),
+            total as f64 / ticks_per_ns / calls.max(1) as f64
+        );
+        for &kind in &kinds {
+            let ns = tally.ticks[kind] as f64 / ticks_per_ns / tally.calls[kind].max(1) as f64;
+            row += &format!(" {ns:6.0}");
+        }
+        println!("{row}");
     }
 }

@@ -8,6 +8,10 @@ use crate::rng::Rng;
 /// Smallest and largest sizes of the random-actions workload, in bytes.
 pub const ACTION_SIZE_BYTES: (usize, usize) = (8, 64 << 10);
 
+/// Sizes of the mid-size workload: from just above the heaps' small
+/// classes to the largest random-actions size, in bytes.
+pub const MID_SIZE_BYTES: (usize, usize) = (513, 64 << 10);
+
 /// One heap operation; slots name blocks independently of where a heap put them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeapOp {
@@ -82,6 +86,26 @@ impl OpSequence {
     /// tenths), or reallocate one to a new random size (one fifth); sizes from
     /// [`action_size`], 8-byte aligned.
     pub fn random_actions(seed: u64, actions: usize, max_live: usize) -> Self {
+        Self::churn(seed, actions, max_live, action_size, true)
+    }
+
+    /// Random actions of mid-size blocks only: allocate (half the time,
+    /// while fewer than `max_live` blocks are live) or free a random live
+    /// block, sizes uniform over [`MID_SIZE_BYTES`], 8-byte aligned, and no
+    /// reallocations. Every call goes to the heaps' mid-size path, with no
+    /// small blocks between, and no copies to time.
+    pub fn mid_size_actions(seed: u64, actions: usize, max_live: usize) -> Self {
+        let (min, max) = MID_SIZE_BYTES;
+        Self::churn(seed, actions, max_live, |rng| rng.between(min, max), false)
+    }
+
+    fn churn(
+        seed: u64,
+        actions: usize,
+        max_live: usize,
+        mut size: impl FnMut(&mut Rng) -> usize,
+        reallocs: bool,
+    ) -> Self {
         let mut rng = Rng::new(seed);
         let mut slots = Slots::default();
         let mut live: Vec<u32> = Vec::with_capacity(max_live);
@@ -90,11 +114,10 @@ impl OpSequence {
             let roll = rng.below(10);
             if live.is_empty() || (roll < 5 && live.len() < max_live) {
                 let slot = slots.take();
-                let layout =
-                    Layout::from_size_align(action_size(&mut rng), 8).expect("small layout");
+                let layout = Layout::from_size_align(size(&mut rng), 8).expect("small layout");
                 live.push(slot);
                 ops.push(HeapOp::Alloc { slot, layout });
-            } else if roll < 8 {
+            } else if roll < 8 || !reallocs {
                 let slot = live.swap_remove(rng.below(live.len()));
                 slots.give_back(slot);
                 ops.push(HeapOp::Free { slot });
@@ -102,7 +125,7 @@ impl OpSequence {
                 let slot = live[rng.below(live.len())];
                 ops.push(HeapOp::Realloc {
                     slot,
-                    size: action_size(&mut rng),
+                    size: size(&mut rng),
                 });
             }
         }
@@ -162,5 +185,28 @@ mod tests {
             assert!(live.iter().filter(|l| **l).count() <= 100);
         }
         assert!(a.peak_live_bytes() > 0);
+    }
+
+    #[test]
+    fn mid_size_actions_stay_mid_size_and_never_reallocate() {
+        let sequence = OpSequence::mid_size_actions(3, 5_000, 100);
+        assert_eq!(sequence, OpSequence::mid_size_actions(3, 5_000, 100));
+        let (min, max) = MID_SIZE_BYTES;
+        let mut live = vec![false; sequence.slots];
+        for op in &sequence.ops {
+            match *op {
+                HeapOp::Alloc { slot, layout } => {
+                    assert!((min..=max).contains(&layout.size()));
+                    assert!(!live[slot as usize]);
+                    live[slot as usize] = true;
+                }
+                HeapOp::Free { slot } => {
+                    assert!(live[slot as usize]);
+                    live[slot as usize] = false;
+                }
+                HeapOp::Realloc { .. } => panic!("no reallocations"),
+            }
+            assert!(live.iter().filter(|l| **l).count() <= 100);
+        }
     }
 }
