@@ -6,9 +6,10 @@
 //! to 10,000 live blocks, sizes from 8 bytes to 64 KiB) on `kalloc-heap`,
 //! `kalloc-heap-pinned`, rlsf and talc, in turns of 100,000 operations (a
 //! batch of the suite) so that a slow spell of the machine falls on every
-//! heap alike, times every call after the first tenth (the fill from empty)
-//! and prints, per heap, the mean nanoseconds per operation and per call of
-//! each kind and band.
+//! heap alike, and times every call after the first tenth (the fill from
+//! empty). It plays the sequence five times on fresh heaps (`--rounds N`
+//! for another count) and prints, per heap, the median over the rounds of
+//! the mean nanoseconds per operation and per call of each kind and band.
 //! The bands are small (up to 512 B), mid (up to 8 KiB) and large; `r-sm`
 //! is a reallocation from a small to a mid size.
 //!
@@ -43,6 +44,10 @@ const KINDS: usize = 15;
 /// Operations each heap plays before the next takes its turn: a batch of
 /// the suite's random actions.
 const TURN_OPS: usize = 100_000;
+/// A call taking longer than this many ticks (tens of microseconds, far
+/// above the dearest reallocation) had the thread preempted or interrupted,
+/// and is left out: one such call would outweigh thousands of others.
+const PREEMPTED_TICKS: u64 = 200_000;
 /// Live blocks at most in the mid-size sequence: about half the arena.
 const MID_SIZE_MAX_LIVE: usize = 1_000;
 
@@ -78,11 +83,13 @@ fn ticks() -> u64 {
     }
 }
 
-/// Ticks and calls per kind, summed over the timed turns.
+/// Ticks and calls per kind, summed over the timed turns, and the calls
+/// left out because the thread was preempted during them.
 #[derive(Default)]
 struct Tally {
     ticks: [u64; KINDS],
     calls: [u64; KINDS],
+    left_out: u64,
 }
 
 /// A heap playing its turns of the sequence.
@@ -141,8 +148,11 @@ impl<H: HeapBench> Player for Timed<H> {
                     6 + band(layout.size()) * 3 + band(size)
                 }
             };
-            if timed {
-                tally.ticks[kind] += ticks() - before;
+            let spent = ticks() - before;
+            if timed && spent > PREEMPTED_TICKS {
+                tally.left_out += 1;
+            } else if timed {
+                tally.ticks[kind] += spent;
                 tally.calls[kind] += 1;
             }
         }
@@ -156,10 +166,22 @@ impl<H: HeapBench> Player for Timed<H> {
 fn main() {
     let mut mid_size = false;
     let mut ops = 1_000_000;
-    for arg in std::env::args().skip(1) {
+    let mut rounds = 5;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--mid-size" => mid_size = true,
-            count => ops = count.parse().expect("--mid-size or a count of operations"),
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--rounds takes a count");
+            }
+            count => {
+                ops = count
+                    .parse()
+                    .expect("--mid-size, --rounds N or a count of operations")
+            }
         }
     }
     let sequence = if mid_size {
@@ -167,6 +189,22 @@ fn main() {
     } else {
         OpSequence::random_actions(DEFAULT_SEED, ops, MAX_LIVE_BLOCKS)
     };
+    let rounds: Vec<Vec<Row>> = (0..rounds.max(1)).map(|_| round(&sequence)).collect();
+    report(&rounds);
+}
+
+/// One heap's figures from one round: its name, ns per operation, ns per
+/// call of each kind (`None` where the kind did not occur), and the calls
+/// left out as preempted.
+struct Row {
+    name: &'static str,
+    per_op: f64,
+    per_kind: [Option<f64>; KINDS],
+    left_out: u64,
+}
+
+/// Plays `sequence` once on fresh heaps, in turns.
+fn round(sequence: &OpSequence) -> Vec<Row> {
     let mut players = [
         Timed::<KallocHeap>::boxed(sequence.slots),
         Timed::<KallocPinnedHeap>::boxed(sequence.slots),
@@ -181,33 +219,55 @@ fn main() {
         }
     }
     let ticks_per_ns = (ticks() - start_ticks) as f64 / start.elapsed().as_nanos() as f64;
-    report(&players, ticks_per_ns);
+    players
+        .iter()
+        .map(|player| {
+            let tally = player.tally();
+            let calls: u64 = tally.calls.iter().sum();
+            let total: u64 = tally.ticks.iter().sum();
+            Row {
+                name: player.name(),
+                per_op: total as f64 / ticks_per_ns / calls.max(1) as f64,
+                per_kind: core::array::from_fn(|kind| {
+                    (tally.calls[kind] > 0)
+                        .then(|| tally.ticks[kind] as f64 / ticks_per_ns / tally.calls[kind] as f64)
+                }),
+                left_out: tally.left_out,
+            }
+        })
+        .collect()
 }
 
-/// One row per heap: mean ns per timed operation, then mean ns per call of
-/// every kind that occurred.
-fn report(players: &[Box<dyn Player>], ticks_per_ns: f64) {
-    let first = players[0].tally();
-    let kinds: Vec<usize> = (0..KINDS).filter(|&kind| first.calls[kind] > 0).collect();
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// One row per heap: the median over the rounds of its ns per operation
+/// and of its ns per call of every kind that occurred.
+fn report(rounds: &[Vec<Row>]) {
+    let kinds: Vec<usize> = (0..KINDS)
+        .filter(|&kind| rounds[0][0].per_kind[kind].is_some())
+        .collect();
     let mut header = format!("{:20} {:>7}", "heap", "per op");
     for &kind in &kinds {
         header += &format!(" {:>6}", kind_name(kind));
     }
-    println!("mean ns per operation and per call of each kind:");
+    println!(
+        "median of {} rounds; mean ns per operation and per call of each kind:",
+        rounds.len()
+    );
     println!("{header}");
-    for player in players {
-        let tally = player.tally();
-        let calls: u64 = tally.calls.iter().sum();
-        let total: u64 = tally.ticks.iter().sum();
-        let mut row = format!(
-            "{:20} {:7.1}",
-            player.name(),
-            total as f64 / ticks_per_ns / calls.max(1) as f64
-        );
+    for heap in 0..rounds[0].len() {
+        let cell = |figure: &dyn Fn(&Row) -> f64| {
+            median(rounds.iter().map(|r| figure(&r[heap])).collect())
+        };
+        let mut row = format!("{:20} {:7.1}", rounds[0][heap].name, cell(&|r| r.per_op));
         for &kind in &kinds {
-            let ns = tally.ticks[kind] as f64 / ticks_per_ns / tally.calls[kind].max(1) as f64;
-            row += &format!(" {ns:6.0}");
+            row += &format!(" {:6.0}", cell(&|r| r.per_kind[kind].unwrap_or(0.0)));
         }
         println!("{row}");
     }
+    let left_out: u64 = rounds.iter().flatten().map(|row| row.left_out).sum();
+    println!("calls left out as preempted (over {PREEMPTED_TICKS} ticks): {left_out}");
 }
