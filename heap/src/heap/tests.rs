@@ -93,17 +93,20 @@ fn uninitialised_heap_refuses_politely() {
 #[test]
 fn misaligned_free_is_reported_and_changes_nothing() {
     let (_region, mut heap) = region_heap(64 * 1024);
-    let l = layout(64, 64);
-    let ptr = heap.allocate(l).unwrap();
-    // SAFETY: the pointer is one byte into a live block: refused before use.
-    let wrong = unsafe { ptr.byte_add(1) };
-    // SAFETY: refused on the alignment check before anything is touched.
-    let refused = unsafe { heap.deallocate(wrong, l) };
-    assert_eq!(refused, Err(FreeError::Misaligned));
-    assert_eq!(heap.stats().small.bytes_in_use, 64);
-    // SAFETY: live, freed once.
-    unsafe { heap.deallocate(ptr, l) }.unwrap();
-    assert_eq!(heap.stats().total.bytes_in_use, 0);
+    // A small block (slab path) and a mid-size one (TLSF path).
+    for l in [layout(64, 64), layout(3000, 64)] {
+        let ptr = heap.allocate(l).unwrap();
+        // SAFETY: the pointer is one byte into a live block: refused before use.
+        let wrong = unsafe { ptr.byte_add(1) };
+        // SAFETY: refused on the alignment check before anything is touched.
+        let refused = unsafe { heap.deallocate(wrong, l) };
+        assert_eq!(refused, Err(FreeError::Misaligned));
+        assert_eq!(heap.stats().total.bytes_in_use, l.size());
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(ptr, l) }.unwrap();
+        assert_eq!(heap.stats().total.bytes_in_use, 0);
+    }
+    heap.check();
 }
 
 #[test]

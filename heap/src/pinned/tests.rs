@@ -104,6 +104,16 @@ fn bad_frees_are_reported_and_nothing_is_lost() {
     // SAFETY: the slab is still held; the second free is refused.
     let again = unsafe { heap.deallocate(&zero, block, small) };
     assert_eq!(again, Err(FreeError::DoubleFree));
+    // The mid-size path checks the alignment as well.
+    let mid = layout(3000, 64);
+    let block = heap.allocate(&zero, mid).unwrap();
+    // SAFETY: one byte into the block: refused before any use.
+    let misaligned = unsafe { heap.deallocate(&zero, block.byte_add(1), mid) };
+    assert_eq!(misaligned, Err(FreeError::Misaligned));
+    assert_eq!(heap.stats().total.bytes_in_use, mid.size());
+    // SAFETY: live, freed once.
+    unsafe { heap.deallocate(&zero, block, mid) }.unwrap();
+    assert_eq!(heap.stats().total.bytes_in_use, 0);
     shrink_everywhere(&heap, &pages);
 }
 
