@@ -513,7 +513,8 @@ impl Tlsf {
                 return Err(TlsfFreeError::DoubleFree);
             }
             let mut first = flags & FIRST;
-            let mut size = size_of(block);
+            let own_size = size_of(block);
+            let mut size = own_size;
             self.free_bytes += size;
             let next = block.byte_add(size);
             if flags_of(next) & FREE != 0 {
@@ -521,6 +522,11 @@ impl Tlsf {
                 self.remove(next);
             }
             if let Some(prev) = free_prev(block) {
+                // The block's own header is left inside the merged block;
+                // marked free, it still reports a second free of the block
+                // until the memory is handed out again. (Its line is cached:
+                // the flags were just read from it.)
+                set_size(block, own_size, FREE);
                 size += size_of(prev);
                 first = flags_of(prev) & FIRST;
                 self.remove(prev);

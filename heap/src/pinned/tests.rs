@@ -114,6 +114,13 @@ fn bad_frees_are_reported_and_nothing_is_lost() {
     // SAFETY: live, freed once.
     unsafe { heap.deallocate(&zero, block, mid) }.unwrap();
     assert_eq!(heap.stats().total.bytes_in_use, 0);
+    // The block merged into the free gap its alignment left before it; its
+    // own header still reports the second free (the chunk is kept: it is
+    // the heap's only one).
+    // SAFETY: refused on the block's header, which still reads free.
+    let again = unsafe { heap.deallocate(&zero, block, mid) };
+    assert_eq!(again, Err(FreeError::DoubleFree));
+    assert_eq!(heap.stats().total.bytes_in_use, 0);
     shrink_everywhere(&heap, &pages);
 }
 

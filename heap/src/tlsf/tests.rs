@@ -72,6 +72,25 @@ fn double_free_is_reported_and_changes_nothing() {
 }
 
 #[test]
+fn double_free_of_a_block_merged_into_its_free_neighbour_is_reported() {
+    let (_arena, mut tlsf) = with_chunk(8192);
+    let a = tlsf.allocate(64, 8).unwrap();
+    let b = tlsf.allocate(64, 8).unwrap();
+    let _c = tlsf.allocate(64, 8).unwrap();
+    // SAFETY: both live; `b` merges into the free `a` before it, so the
+    // free block's header is `a`'s, not `b`'s.
+    unsafe {
+        tlsf.deallocate(a).unwrap();
+        tlsf.deallocate(b).unwrap();
+    }
+    let free = tlsf.free_bytes();
+    // SAFETY: `b` was ours and its memory has not been handed out again.
+    let refused = unsafe { tlsf.deallocate(b) };
+    assert_eq!(refused.unwrap_err(), TlsfFreeError::DoubleFree);
+    assert_eq!(tlsf.check(), free);
+}
+
+#[test]
 fn aligned_allocations_are_aligned_and_gaps_stay_free() {
     let (_arena, mut tlsf) = with_chunk(256 * 1024);
     let initial = tlsf.free_bytes();
