@@ -99,6 +99,8 @@ impl OpSequence {
         Self::churn(seed, actions, max_live, |rng| rng.between(min, max), false)
     }
 
+    /// The random-actions generator, sizes drawn by `size`; without
+    /// `reallocs`, the rolls that would reallocate free instead.
     fn churn(
         seed: u64,
         actions: usize,
@@ -114,7 +116,7 @@ impl OpSequence {
             let roll = rng.below(10);
             if live.is_empty() || (roll < 5 && live.len() < max_live) {
                 let slot = slots.take();
-                let layout = Layout::from_size_align(size(&mut rng), 8).expect("small layout");
+                let layout = Layout::from_size_align(size(&mut rng), 8).expect("a valid layout");
                 live.push(slot);
                 ops.push(HeapOp::Alloc { slot, layout });
             } else if roll < 8 || !reallocs {
