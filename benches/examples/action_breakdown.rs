@@ -34,6 +34,7 @@ use kalloc_benches::heap::{
     HEAP_ARENA_BYTES, HeapBench, KallocHeap, KallocPinnedHeap, MAX_LIVE_BLOCKS, RlsfPeer, TalcPeer,
     alloc_call, free_call, realloc_call,
 };
+use kalloc_benches::measure::median;
 use kalloc_benches::rng::DEFAULT_SEED;
 use kalloc_benches::sequence::{HeapOp, OpSequence};
 
@@ -238,11 +239,6 @@ fn round(sequence: &OpSequence) -> Vec<Row> {
         .collect()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// One row per heap: the median over the rounds of its ns per operation
 /// and of its ns per call of every kind that occurred.
 fn report(rounds: &[Vec<Row>]) {
@@ -260,7 +256,7 @@ fn report(rounds: &[Vec<Row>]) {
     println!("{header}");
     for heap in 0..rounds[0].len() {
         let cell = |figure: &dyn Fn(&Row) -> f64| {
-            median(rounds.iter().map(|r| figure(&r[heap])).collect())
+            median(&mut rounds.iter().map(|r| figure(&r[heap])).collect::<Vec<_>>())
         };
         let mut row = format!("{:20} {:7.1}", rounds[0][heap].name, cell(&|r| r.per_op));
         for &kind in &kinds {

@@ -96,13 +96,8 @@ impl Sample {
     /// The sample of already timed batches (at least one).
     pub fn from_batches(batches: &[Batch]) -> Self {
         let mut per_op: Vec<f64> = batches.iter().map(Batch::ns_per_op).collect();
-        per_op.sort_by(f64::total_cmp);
+        let median_ns = median(&mut per_op);
         let n = per_op.len();
-        let median_ns = match n {
-            0 => f64::NAN,
-            _ if n % 2 == 1 => per_op[n / 2],
-            _ => (per_op[n / 2 - 1] + per_op[n / 2]) / 2.0,
-        };
         Self {
             median_ns,
             min_ns: per_op.first().copied().unwrap_or(f64::NAN),
@@ -110,6 +105,18 @@ impl Sample {
             batches: n,
             ops: batches.iter().map(|b| b.ops).sum(),
         }
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count,
+/// NaN for none); sorts them.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
